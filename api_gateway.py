@@ -1,0 +1,37 @@
+"""The gRPC gateway: `python api_gateway.py [--gateway-listen ADDR] [--gateway-id ID]`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from calcmq import config, gateway, logs, runtime
+
+log = logging.getLogger("api_gateway")
+
+SETTINGS = ["rabbitmq_url", "gateway_listen", "gateway_id", "gateway_max_inflight", "request_timeout", "result_ttl"]
+
+
+def main() -> None:
+    settings = config.load("The calc-mq gRPC gateway: publishes calls to RabbitMQ.", SETTINGS)
+    logs.setup(settings.log_level, "gateway")
+
+    async def program(stop: asyncio.Event) -> None:
+        server, port, service = await gateway.create_server(settings, settings.gateway_listen)
+        log.info(
+            "gateway listening on %s (port %d), replies on %s",
+            settings.gateway_listen,
+            port,
+            service.reply_queue,
+        )
+        broker = asyncio.create_task(service.broker.run())
+        await stop.wait()
+        await gateway.shutdown(server, service)
+        await broker
+        log.info("gateway stopped")
+
+    runtime.run(program)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""One AMQP connection per program, kept open for as long as the program runs.
+
+`Broker.run()` connects, opens one confirming channel, declares the topology,
+hands the channel to the program (`on_ready`), and waits for the connection or
+channel to close; then it backs off (capped, jittered, reset after a success,
+as pika's asynchronous_consumer_example does) and starts over. Consumers are
+set up again by `on_ready` on every new channel, so a broker restart costs a
+reconnect, not a crash. aio-pika and aiormq errors stop here: the rest of the
+code sees `BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection, AbstractConnection
+
+from calcmq import topology
+from calcmq.logs import mask_url
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the broker or the link to it is gone"; anything here is
+# retried by reconnecting, never shown to a user as a traceback.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+OnReady = Callable[[AbstractChannel], Awaitable[None]]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot take the message now; callers answer UNAVAILABLE."""
+
+
+class Broker:
+    """A self-healing connection plus its one publishing-and-consuming channel."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        prefetch: int,
+        on_ready: OnReady,
+        reply_queue: str | None = None,
+        reply_queue_ttl_ms: int = topology.REPLY_QUEUE_TTL_MS,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._name = name
+        self._prefetch = prefetch
+        self._on_ready = on_ready
+        self._reply_queue = reply_queue
+        self._reply_queue_ttl_ms = reply_queue_ttl_ms
+        self._max_backoff = max_backoff
+        self._channel: AbstractChannel | None = None
+        self._connection: AbstractConnection | AbstractRobustConnection | None = None
+        self._stopping = asyncio.Event()
+        self.reconnects = 0
+        self.on_state_change: Callable[[bool], None] = lambda up: None
+
+    @property
+    def ready(self) -> bool:
+        return self._channel is not None and not self._channel.is_closed
+
+    async def publish(self, message: aio_pika.Message, routing_key: str, timeout: float) -> None:
+        """Publish and wait for the broker's confirm; `BrokerUnavailable` if it cannot be had."""
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise BrokerUnavailable("broker unreachable")
+        try:
+            confirm = await channel.default_exchange.publish(
+                message, routing_key, mandatory=False, timeout=timeout
+            )
+        except CONNECTION_ERRORS as exc:
+            raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
+        if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            raise BrokerUnavailable("broker refused the message (nack)")
+
+    async def run(self) -> None:
+        """Stay connected until `stop()`; never raises for broker trouble."""
+        delay = 0.0
+        while not self._stopping.is_set():
+            if delay:
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    return
+            try:
+                await self._connect()
+            except CONNECTION_ERRORS as exc:
+                delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "broker %s unreachable (%s); retrying in %.1fs",
+                    mask_url(self._url),
+                    _describe(exc),
+                    delay,
+                )
+                continue
+            delay = 0.0  # a session that got going resets the backoff
+            await self._serve()
+
+    async def _connect(self) -> None:
+        connection = await aio_pika.connect(
+            self._url,
+            timeout=5,
+            client_properties={"connection_name": self._name},
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.set_qos(prefetch_count=self._prefetch)
+            await topology.declare(channel)
+            if self._reply_queue:
+                await topology.declare_reply_queue(
+                    channel, self._reply_queue, self._reply_queue_ttl_ms
+                )
+            await self._on_ready(channel)
+        except BaseException:
+            await _close_quietly(connection)
+            raise
+        self._connection, self._channel = connection, channel
+        if self.reconnects:
+            log.info("reconnected to broker %s", mask_url(self._url))
+        else:
+            log.info("connected to broker %s", mask_url(self._url))
+        self.reconnects += 1
+        self.on_state_change(True)
+
+    async def _serve(self) -> None:
+        """Wait until the channel or connection closes, or until stop()."""
+        assert self._connection is not None and self._channel is not None
+        waits = [
+            asyncio.ensure_future(self._connection.closed()),
+            asyncio.ensure_future(self._channel.closed()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        connection, self._connection, self._channel = self._connection, None, None
+        self.on_state_change(False)
+        if not self._stopping.is_set():
+            log.warning("lost the broker connection; reconnecting")
+        await _close_quietly(connection)
+
+    async def _sleep(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""
+        self._stopping.set()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+async def _close_quietly(connection: AbstractConnection | AbstractRobustConnection | None) -> None:
+    if connection is None or connection.is_closed:
+        return
+    try:
+        await asyncio.wait_for(connection.close(), 5)
+    except (*CONNECTION_ERRORS, RuntimeError):
+        pass

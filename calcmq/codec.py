@@ -1,0 +1,176 @@
+"""What travels on the queues: protobuf bodies plus the AMQP properties and
+headers that carry the request id, the deadline, the attempt count and, for
+dead letters, the reason.
+
+The request id is the AMQP correlation_id and message_id end to end. The
+caller's deadline travels twice: as `expiration` (so the broker drops work
+nobody waits for, https://www.rabbitmq.com/docs/ttl#per-message-ttl-in-publishers)
+and as an absolute `x-deadline-ms` header, because dead-lettering strips
+`expiration` and each stage needs the time left, not the time given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aio_pika
+import grpc
+from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from calcmq.proto import calculator_pb2 as pb
+
+REQUEST_TYPE = "application/x-protobuf; proto=calculator.CalculationRequest"
+RESULT_TYPE = "application/x-protobuf; proto=calculator.CalculationResult"
+MAX_BODY_BYTES = 64 * 1024
+
+H_DEADLINE = "x-deadline-ms"
+H_ATTEMPTS = "x-attempts"
+H_KIND = "x-kind"  # "submit" marks results a restarted gateway must keep
+H_REASON = "x-reason"
+H_SOURCE = "x-source-queue"
+KIND_SUBMIT = "submit"
+KIND_CALL = "call"
+
+
+class MalformedMessage(Exception):
+    """A body or property that cannot be a message of ours; the reason says which."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A request as it travels: the protobuf plus what the properties add."""
+
+    request: pb.CalculationRequest
+    request_id: str
+    reply_to: str
+    deadline: float  # seconds since the epoch
+    attempts: int
+    kind: str
+
+    def remaining(self, now: float | None = None) -> float:
+        return self.deadline - (time.time() if now is None else now)
+
+
+def request_message(
+    request: pb.CalculationRequest,
+    *,
+    reply_to: str,
+    deadline: float,
+    kind: str,
+    attempts: int = 0,
+    expiration: float | None = None,
+) -> aio_pika.Message:
+    """Build the AMQP message for a request; `expiration` defaults to the time left."""
+    ttl = deadline - time.time() if expiration is None else expiration
+    return aio_pika.Message(
+        request.SerializeToString(),
+        content_type=REQUEST_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        correlation_id=request.request_id,
+        message_id=request.request_id,
+        reply_to=reply_to,
+        expiration=max(ttl, 0.001),
+        headers={H_DEADLINE: int(deadline * 1000), H_ATTEMPTS: attempts, H_KIND: kind},
+    )
+
+
+def forward(envelope: Envelope, *, attempts: int | None = None, expiration: float | None = None) -> aio_pika.Message:
+    """The same request, re-published to the next queue with the time left."""
+    return request_message(
+        envelope.request,
+        reply_to=envelope.reply_to,
+        deadline=envelope.deadline,
+        kind=envelope.kind,
+        attempts=envelope.attempts if attempts is None else attempts,
+        expiration=expiration,
+    )
+
+
+def decode_request(message: AbstractIncomingMessage) -> Envelope:
+    """Parse a delivery from calc.requests or calc.tasks, or raise MalformedMessage."""
+    _check_body(message, REQUEST_TYPE)
+    request = pb.CalculationRequest()
+    try:
+        request.ParseFromString(message.body)
+    except (ProtobufDecodeError, RuntimeError) as exc:
+        raise MalformedMessage(f"body is not a CalculationRequest: {exc}") from None
+    request_id = message.correlation_id or ""
+    if not request_id:
+        raise MalformedMessage("correlation_id is missing")
+    if request.request_id != request_id:
+        raise MalformedMessage("correlation_id does not match the body's request_id")
+    if not message.reply_to:
+        raise MalformedMessage("reply_to is missing")
+    headers = message.headers or {}
+    deadline_ms = headers.get(H_DEADLINE)
+    if not isinstance(deadline_ms, int) or isinstance(deadline_ms, bool):
+        raise MalformedMessage(f"header {H_DEADLINE} is missing or not an integer")
+    attempts = headers.get(H_ATTEMPTS, 0)
+    kind = headers.get(H_KIND, KIND_CALL)
+    return Envelope(
+        request=request,
+        request_id=request_id,
+        reply_to=message.reply_to,
+        deadline=deadline_ms / 1000,
+        attempts=attempts if isinstance(attempts, int) else 0,
+        kind=kind if kind in (KIND_SUBMIT, KIND_CALL) else KIND_CALL,
+    )
+
+
+def result_message(result: pb.CalculationResult, kind: str) -> aio_pika.Message:
+    return aio_pika.Message(
+        result.SerializeToString(),
+        content_type=RESULT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        correlation_id=result.request_id,
+        message_id=result.request_id,
+        headers={H_KIND: kind},
+    )
+
+
+def decode_result(message: AbstractIncomingMessage) -> pb.CalculationResult:
+    _check_body(message, RESULT_TYPE)
+    result = pb.CalculationResult()
+    try:
+        result.ParseFromString(message.body)
+    except (ProtobufDecodeError, RuntimeError) as exc:
+        raise MalformedMessage(f"body is not a CalculationResult: {exc}") from None
+    if not result.request_id or result.request_id != message.correlation_id:
+        raise MalformedMessage("correlation_id does not match the body's request_id")
+    return result
+
+
+def dead_letter(message: AbstractIncomingMessage, reason: str, source: str) -> aio_pika.Message:
+    """A copy of a delivery for calc.dead, with why and where from."""
+    headers = dict(message.headers or {})
+    headers[H_REASON] = reason[:500]
+    headers[H_SOURCE] = source
+    return aio_pika.Message(
+        message.body,
+        content_type=message.content_type,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        correlation_id=message.correlation_id,
+        message_id=message.message_id,
+        reply_to=message.reply_to,
+        headers=headers,
+    )
+
+
+def error_result(
+    request_id: str, code: grpc.StatusCode, message: str, *, worker: str = "", attempts: int = 0
+) -> pb.CalculationResult:
+    return pb.CalculationResult(
+        request_id=request_id,
+        error=pb.Error(code=code.value[0], message=message),
+        worker=worker,
+        attempts=attempts,
+    )
+
+
+def _check_body(message: AbstractIncomingMessage, expected_type: str) -> None:
+    if len(message.body) > MAX_BODY_BYTES:
+        raise MalformedMessage(f"body of {len(message.body)} bytes is over {MAX_BODY_BYTES}")
+    if message.content_type != expected_type:
+        raise MalformedMessage(f"content_type {message.content_type!r} is not {expected_type!r}")

@@ -1,0 +1,110 @@
+"""What the dispatcher and the workers share: consuming one queue with manual
+acks, one task per delivery, and a drain on shutdown.
+
+A handler never lets an exception escape: a bad message is answered and
+dead-lettered, a lost connection leaves the message unacked (the broker hands
+it to someone else), and anything unexpected is logged and the message
+returned to the queue, where the quorum delivery limit eventually stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+
+from calcmq import codec, logs, topology
+from calcmq.amqp import CONNECTION_ERRORS, Broker, BrokerUnavailable
+from calcmq.proto import calculator_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+# Publishing a reply or a dead letter must not outlive a stuck broker forever.
+PUBLISH_TIMEOUT = 10.0
+
+
+class QueueConsumer:
+    """Consumes `queue_name` on every channel the broker hands out."""
+
+    def __init__(self, queue_name: str, handler: Handler) -> None:
+        self.queue_name = queue_name
+        self._handler = handler
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._accepting = True
+
+    async def on_ready(self, channel: AbstractChannel) -> None:
+        if not self._accepting:
+            return
+        self._queue = await channel.get_queue(self.queue_name, ensure=False)
+        self._tag = await self._queue.consume(self._guarded)
+
+    async def _guarded(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self._handler(message)
+        except (BrokerUnavailable, *CONNECTION_ERRORS) as exc:
+            log.warning("left message unacked, broker trouble: %s", exc)
+        except Exception:
+            log.exception("unexpected error; returning the message to %s", self.queue_name)
+            await _settle(message.nack(requeue=True))
+        finally:
+            self._inflight.discard(task)
+            logs.request_id.set("")
+
+    async def drain(self, timeout: float) -> None:
+        """Stop new deliveries, then give in-flight ones `timeout` seconds."""
+        self._accepting = False
+        if self._queue is not None and self._tag is not None:
+            try:
+                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
+            except (*CONNECTION_ERRORS, RuntimeError):
+                pass
+        if self._inflight:
+            log.info("finishing %d in-flight message(s)", len(self._inflight))
+            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
+            if pending:
+                log.warning("%d message(s) unfinished; the broker will redeliver them", len(pending))
+
+
+async def _settle(action: Awaitable[object]) -> None:
+    """Ack or nack, tolerating a channel that closed meanwhile (the broker redelivers)."""
+    try:
+        await action
+    except (*CONNECTION_ERRORS, RuntimeError) as exc:
+        log.warning("could not settle message: %s", exc)
+
+
+async def ack(message: AbstractIncomingMessage) -> None:
+    await _settle(message.ack())
+
+
+async def reply(broker: Broker, reply_to: str, result: pb.CalculationResult, kind: str) -> None:
+    """Publish a result to a gateway's reply queue and wait for the confirm."""
+    await broker.publish(codec.result_message(result, kind), reply_to, PUBLISH_TIMEOUT)
+
+
+async def reject(
+    broker: Broker,
+    message: AbstractIncomingMessage,
+    *,
+    source: str,
+    reason: str,
+    answer: pb.CalculationResult | None,
+) -> None:
+    """Answer whoever waits (if we can tell who), park the message in calc.dead, ack it."""
+    log.warning("dead-lettering message from %s: %s", source, reason)
+    # Only ever answer into a gateway's reply queue: a forged reply_to must
+    # not make us publish into calc.tasks or anyone else's queue.
+    if answer is not None and (message.reply_to or "").startswith(topology.REPLY_PREFIX):
+        kind = (message.headers or {}).get(codec.H_KIND)
+        await reply(broker, message.reply_to, answer, str(kind or codec.KIND_CALL))
+    await broker.publish(codec.dead_letter(message, reason, source), topology.DEAD, PUBLISH_TIMEOUT)
+    await ack(message)

@@ -1,0 +1,62 @@
+"""The dispatcher: calc.requests -> calc.tasks.
+
+It is the gate in front of the workers: it refuses what no worker should see
+(a malformed body, an unknown operation, a non-finite operand) with an error
+reply and a dead letter, drops what expired on the way, and forwards the rest.
+The original is acked only after the broker confirmed the forward, so a crash
+in between means a duplicate task (the gateway drops the second answer), never
+a lost one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from aio_pika.abc import AbstractIncomingMessage
+
+from calcmq import arithmetic, codec, logs, topology
+from calcmq.amqp import Broker
+from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject
+
+log = logging.getLogger(__name__)
+
+NAME = "dispatcher"
+
+
+class Dispatcher:
+    def __init__(self, broker_url: str, prefetch: int) -> None:
+        self.consumer = QueueConsumer(topology.REQUESTS, self.handle)
+        self.broker = Broker(broker_url, name=NAME, prefetch=prefetch, on_ready=self.consumer.on_ready)
+        self.forwarded = 0
+        self.expired = 0
+        self.rejected = 0
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        logs.request_id.set(message.correlation_id or "")
+        try:
+            envelope = codec.decode_request(message)
+            arithmetic.validate(envelope.request)
+        except codec.MalformedMessage as exc:
+            self.rejected += 1
+            answer = None
+            if message.correlation_id:
+                answer = codec.error_result(
+                    message.correlation_id, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}", worker=NAME
+                )
+            await reject(self.broker, message, source=topology.REQUESTS, reason=str(exc), answer=answer)
+            return
+        except arithmetic.CalcError as exc:
+            self.rejected += 1
+            answer = codec.error_result(envelope.request_id, exc.code, exc.message, worker=NAME)
+            await reject(self.broker, message, source=topology.REQUESTS, reason=exc.message, answer=answer)
+            return
+        if envelope.remaining() <= 0:
+            self.expired += 1
+            log.info("dropped: deadline passed before dispatch")
+            await ack(message)
+            return
+        await self.broker.publish(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
+        self.forwarded += 1
+        await ack(message)
+        log.debug("forwarded to %s", topology.TASKS)

@@ -1,0 +1,222 @@
+"""The Gateway gRPC service: every call is published to calc.requests and
+answered from this gateway's own reply queue.
+
+All of it runs on one event loop (grpc.aio and aio-pika): a waiting call is a
+future in `Replies`, not a thread, and publisher confirms are awaited per
+message by aio-pika, which tracks them by delivery tag so many are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from aio_pika.abc import AbstractIncomingMessage
+
+from calcmq import arithmetic, codec, grpc_util, logs, topology
+from calcmq.amqp import Broker, BrokerUnavailable
+from calcmq.arithmetic import CalcError
+from calcmq.config import Settings
+from calcmq.consumer import QueueConsumer, ack, reject
+from calcmq.proto import calculator_pb2 as pb
+from calcmq.proto import calculator_pb2_grpc as pb_grpc
+from calcmq.replies import Replies
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+PUBLISH_TIMEOUT = 5.0
+REPLY_PREFETCH = 1000
+
+
+class GatewayService(pb_grpc.GatewayServicer):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.reply_queue = topology.reply_queue_name(settings.effective_gateway_id())
+        self.replies = Replies(settings.result_ttl)
+        self.consumer = QueueConsumer(self.reply_queue, self._on_reply)
+        self.broker = Broker(
+            settings.rabbitmq_url,
+            name=f"gateway {settings.effective_gateway_id()}",
+            prefetch=REPLY_PREFETCH,
+            on_ready=self.consumer.on_ready,
+            reply_queue=self.reply_queue,
+        )
+
+    # -- the four RPCs -------------------------------------------------------
+
+    async def Calculate(self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext) -> pb.CalculationResult:
+        deadline = self._deadline(context)
+        try:
+            future = await self._start(_with_id(request), deadline, keep=False)
+            return _success_or_raise(await self._outcome(future, deadline))
+        except CalcError as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+
+    async def Submit(self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext) -> pb.Ticket:
+        request = _with_id(request)
+        try:
+            await self._start(request, time.time() + self.settings.result_ttl, keep=True)
+        except CalcError as exc:
+            await context.abort(exc.code, exc.message)
+        return pb.Ticket(request_id=request.request_id)
+
+    async def GetResult(self, ticket: pb.Ticket, context: grpc.aio.ServicerContext) -> pb.CalculationResult:
+        request_id = ticket.request_id
+        logs.request_id.set(request_id)
+        try:
+            result = self.replies.result(request_id)
+            if result is not None:
+                return _success_or_raise(result)
+            future = self.replies.waiting(request_id)
+            if future is None:
+                raise CalcError(grpc.StatusCode.NOT_FOUND, "no such ticket (never issued, or expired)")
+            return _success_or_raise(await self._outcome(future, self._deadline(context)))
+        except CalcError as exc:
+            await context.abort(exc.code, exc.message)
+            raise
+
+    async def CalculateStream(
+        self, request_iterator: AsyncIterator[pb.CalculationRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CalculationResult]:
+        results: asyncio.Queue[pb.CalculationResult | None] = asyncio.Queue()
+        deadline = self._deadline(context)
+
+        async def one(request: pb.CalculationRequest) -> None:
+            request = _with_id(request)
+            try:
+                future = await self._start(request, deadline, keep=False)
+                results.put_nowait(await self._outcome(future, deadline))
+            except CalcError as exc:
+                results.put_nowait(codec.error_result(request.request_id, exc.code, exc.message))
+
+        async def read_all() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            async for request in request_iterator:
+                task = asyncio.create_task(one(request))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.wait(tasks)
+            results.put_nowait(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+
+    # -- the shared path -----------------------------------------------------
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        if remaining is None:
+            remaining = self.settings.request_timeout
+        return time.time() + remaining
+
+    async def _start(
+        self, request: pb.CalculationRequest, deadline: float, keep: bool
+    ) -> asyncio.Future[pb.CalculationResult]:
+        """Publish the request (or join the same request id already under way)."""
+        request_id = request.request_id
+        logs.request_id.set(request_id)
+        arithmetic.check_request_id(request_id)
+        if (result := self.replies.result(request_id)) is not None:
+            done: asyncio.Future[pb.CalculationResult] = asyncio.get_running_loop().create_future()
+            done.set_result(result)
+            return done
+        if (future := self.replies.waiting(request_id)) is not None:
+            log.info("joined a request already in flight (repeated request_id)")
+            return future
+        if not self.broker.ready:
+            raise CalcError(grpc.StatusCode.UNAVAILABLE, "broker unreachable")
+        if len(self.replies) >= self.settings.gateway_max_inflight:
+            raise CalcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "gateway at its in-flight limit; retry later")
+        if deadline <= time.time():
+            raise CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before publishing")
+        future = self.replies.expect(request_id, deadline, keep)
+        kind = codec.KIND_SUBMIT if keep else codec.KIND_CALL
+        message = codec.request_message(request, reply_to=self.reply_queue, deadline=deadline, kind=kind)
+        try:
+            await self.broker.publish(message, topology.REQUESTS, min(PUBLISH_TIMEOUT, deadline - time.time()))
+        except BrokerUnavailable as exc:
+            error = CalcError(grpc.StatusCode.UNAVAILABLE, str(exc))
+            self.replies.forget(request_id, error)
+            raise error from None
+        log.debug("published operation %d", request.operation)
+        return future
+
+    async def _outcome(self, future: asyncio.Future[pb.CalculationResult], deadline: float) -> pb.CalculationResult:
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), max(deadline - time.time(), 0))
+        except asyncio.TimeoutError:
+            raise CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline") from None
+        return result
+
+    # -- replies -------------------------------------------------------------
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        logs.request_id.set(message.correlation_id or "")
+        try:
+            result = codec.decode_result(message)
+        except codec.MalformedMessage as exc:
+            await reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None)
+            return
+        from_submit = (message.headers or {}).get(codec.H_KIND) == codec.KIND_SUBMIT
+        self.replies.deliver(result, from_submit)
+        await ack(message)
+
+
+def _with_id(request: pb.CalculationRequest) -> pb.CalculationRequest:
+    """The request with its id: the caller's idempotency key, or a new UUID."""
+    if request.request_id:
+        return request
+    named = pb.CalculationRequest()
+    named.CopyFrom(request)
+    named.request_id = str(uuid.uuid4())
+    return named
+
+
+def _success_or_raise(result: pb.CalculationResult) -> pb.CalculationResult:
+    if result.HasField("error"):
+        raise CalcError(_status(result.error.code), result.error.message)
+    return result
+
+
+def _status(code: int) -> grpc.StatusCode:
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return status
+    return grpc.StatusCode.UNKNOWN
+
+
+async def create_server(settings: Settings, address: str) -> tuple[grpc.aio.Server, int, GatewayService]:
+    """A started Gateway server (port 0: any free port) with its broker link running."""
+    service = GatewayService(settings)
+    server = grpc_util.new_server()
+    pb_grpc.add_GatewayServicer_to_server(service, server)
+    health = grpc_util.add_health_and_reflection(server, [SERVICE_NAME])
+    port = grpc_util.bind(server, address)
+    loop = asyncio.get_running_loop()
+    service.broker.on_state_change = lambda up: loop.create_task(grpc_util.set_serving(health, [SERVICE_NAME], up))  # type: ignore[assignment,func-returns-value]
+    await grpc_util.set_serving(health, [SERVICE_NAME], False)
+    await server.start()
+    return server, port, service
+
+
+async def shutdown(server: grpc.aio.Server, service: GatewayService, grace: float = 10.0) -> None:
+    """Refuse new calls, let calls in flight finish (up to `grace`), then let go of the broker.
+
+    Replies still on their way stay in the durable reply queue for the next
+    start with the same GATEWAY_ID.
+    """
+    await server.stop(grace)
+    await service.consumer.drain(timeout=5)
+    service.broker.stop()

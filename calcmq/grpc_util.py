@@ -1,0 +1,50 @@
+"""Health and reflection for our gRPC servers, and how we bind them.
+
+Both are the standard services (grpcio-health-checking, grpcio-reflection), so
+`grpcurl -plaintext HOST:PORT list` and any gRPC health probe just work.
+"""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+# gRPC's own limit is 4 MiB; our messages are a few dozen bytes.
+MAX_MESSAGE_BYTES = 64 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def new_server() -> grpc.aio.Server:
+    return grpc.aio.server(options=SERVER_OPTIONS)
+
+
+def bind(server: grpc.aio.Server, address: str) -> int:
+    """Listen on `address`; port 0 picks a free one. Returns the port."""
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"error: cannot listen on {address}")
+    return port
+
+
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: list[str]
+) -> health.aio.HealthServicer:
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return servicer
+
+
+async def set_serving(servicer: health.aio.HealthServicer, service_names: list[str], up: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ["", *service_names]:
+        await servicer.set(name, status)

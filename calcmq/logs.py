@@ -1,0 +1,54 @@
+"""One line per event, key=value, with the request id whenever there is one,
+so `grep <request id>` follows a request across all five programs.
+
+The request id travels in a context variable: each AMQP delivery and each gRPC
+call runs in its own asyncio task, so setting it once at the top of a handler
+tags every line that handler (and what it awaits) logs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = request_id.get()
+        record.rid = f" request_id={rid}" if rid else ""
+        return True
+
+
+def setup(level: str, program: str) -> None:
+    """Configure the root logger for one program; stderr, so stdout stays for results."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s.%(msecs)03d level=%(levelname)s program={program}%(rid)s %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    try:
+        root.setLevel(level.upper())
+    except ValueError:
+        root.setLevel(logging.INFO)
+        logging.getLogger(__name__).warning("unknown LOG_LEVEL=%s, using INFO", level)
+    # aiormq and grpc are chatty at INFO about things we already report.
+    for noisy in ("aiormq", "aio_pika", "grpc"):
+        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+
+
+def mask_url(url: str) -> str:
+    """The broker URL with its password replaced, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

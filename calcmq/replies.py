@@ -1,0 +1,117 @@
+"""Replies the gateway waits for, and results it keeps for GetResult.
+
+A map from request id to a future, removed when the reply arrives or when its
+deadline passes (so waiting never grows memory without bound), in the shape of
+aio-pika's patterns/rpc.py. A reply nobody waits for is counted and dropped:
+it is a second answer after a redelivery, or one that came after its caller
+gave up. Results of Submit are kept for RESULT_TTL so tickets stay redeemable,
+including results that reach a restarted gateway (they are marked as such).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import grpc
+
+from calcmq.arithmetic import CalcError
+from calcmq.proto import calculator_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Waiting:
+    future: asyncio.Future[pb.CalculationResult]
+    keep: bool  # keep the result for GetResult (a Submit)
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+class Replies:
+    def __init__(self, result_ttl: float) -> None:
+        self._result_ttl = result_ttl
+        self._waiting: dict[str, _Waiting] = {}
+        self._results: OrderedDict[str, tuple[float, pb.CalculationResult]] = OrderedDict()
+        self.dropped = 0  # second answers after a redelivery, and late ones
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def waiting(self, request_id: str) -> asyncio.Future[pb.CalculationResult] | None:
+        entry = self._waiting.get(request_id)
+        return entry.future if entry else None
+
+    def result(self, request_id: str) -> pb.CalculationResult | None:
+        self._purge()
+        kept = self._results.get(request_id)
+        return kept[1] if kept else None
+
+    def expect(self, request_id: str, deadline: float, keep: bool) -> asyncio.Future[pb.CalculationResult]:
+        """Start waiting for `request_id` until `deadline` (epoch seconds)."""
+        loop = asyncio.get_running_loop()
+        entry = _Waiting(loop.create_future(), keep)
+        entry.future.add_done_callback(_mark_retrieved)
+        entry.timer = loop.call_later(max(deadline - time.time(), 0), self._expire, request_id, entry)
+        self._waiting[request_id] = entry
+        return entry.future
+
+    def forget(self, request_id: str, error: BaseException) -> None:
+        """Give up on a request we could not publish; its waiters get `error`."""
+        entry = self._waiting.pop(request_id, None)
+        if entry is not None:
+            self._finish(entry)
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def deliver(self, result: pb.CalculationResult, from_submit: bool) -> bool:
+        """Hand a reply to its waiter; False when nobody wanted it (dropped)."""
+        request_id = result.request_id
+        entry = self._waiting.pop(request_id, None)
+        if entry is not None:
+            self._finish(entry)
+            entry.future.set_result(result)
+            if entry.keep:
+                self._keep(request_id, result)
+            return True
+        if from_submit and request_id not in self._results:
+            self._keep(request_id, result)  # a ticket issued before this gateway restarted
+            return True
+        self.dropped += 1
+        log.info("dropped a reply nobody waits for (a duplicate, or late)")
+        return False
+
+    def _expire(self, request_id: str, entry: _Waiting) -> None:
+        if self._waiting.get(request_id) is entry:
+            del self._waiting[request_id]
+            if not entry.future.done():
+                entry.future.set_exception(
+                    CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline")
+                )
+
+    @staticmethod
+    def _finish(entry: _Waiting) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+
+    def _keep(self, request_id: str, result: pb.CalculationResult) -> None:
+        self._results[request_id] = (time.monotonic() + self._result_ttl, result)
+        self._results.move_to_end(request_id)
+        self._purge()
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        while self._results:
+            request_id, (expires, _) = next(iter(self._results.items()))
+            if expires > now:
+                break
+            del self._results[request_id]
+
+
+def _mark_retrieved(future: asyncio.Future[pb.CalculationResult]) -> None:
+    """A Submit's future may fail with nobody awaiting it; that is not a bug to warn about."""
+    if not future.cancelled():
+        future.exception()

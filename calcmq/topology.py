@@ -1,0 +1,55 @@
+"""Queue names and declarations: the AMQP half of the public contract.
+
+Every program declares everything it touches on every (re)connect, so the
+first one up creates the topology and the broker's equivalence check catches
+a program built with different arguments. All queues are durable quorum
+queues: replicated, and with a delivery limit that stops poison messages
+(https://www.rabbitmq.com/docs/quorum-queues#poison-message-handling).
+Dead-lettering uses the default exchange with a routing key, so no extra
+exchange needs declaring (https://www.rabbitmq.com/docs/dlx).
+"""
+
+from __future__ import annotations
+
+from aio_pika.abc import AbstractChannel
+
+REQUESTS = "calc.requests"
+TASKS = "calc.tasks"
+DEAD = "calc.dead"
+# Retry delay: tasks sit here for their per-message TTL, then the broker
+# dead-letters them back to calc.tasks (https://www.rabbitmq.com/docs/ttl).
+RETRY = "calc.retry"
+REPLY_PREFIX = "calc.replies."
+
+# Deliveries of one message before the broker gives up on it: a message that
+# kills every consumer it reaches ends in calc.dead instead of looping forever.
+DELIVERY_LIMIT = 5
+# An abandoned gateway's reply queue disappears after this long unused.
+REPLY_QUEUE_TTL_MS = 24 * 3600 * 1000
+
+_QUORUM = {"x-queue-type": "quorum"}
+_TO_DEAD = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
+
+QUEUES: dict[str, dict[str, object]] = {
+    REQUESTS: {**_QUORUM, **_TO_DEAD, "x-delivery-limit": DELIVERY_LIMIT},
+    TASKS: {**_QUORUM, **_TO_DEAD, "x-delivery-limit": DELIVERY_LIMIT},
+    RETRY: {**_QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": TASKS},
+    DEAD: dict(_QUORUM),
+}
+
+
+def reply_queue_name(gateway_id: str) -> str:
+    return REPLY_PREFIX + gateway_id
+
+
+async def declare(channel: AbstractChannel) -> None:
+    """Declare the shared queues; idempotent."""
+    for name, arguments in QUEUES.items():
+        await channel.declare_queue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+
+
+async def declare_reply_queue(channel: AbstractChannel, name: str, ttl_ms: int) -> None:
+    """A gateway's own reply queue: durable, so replies wait through a restart."""
+    await channel.declare_queue(
+        name, durable=True, arguments={**_QUORUM, "x-expires": ttl_ms}
+    )

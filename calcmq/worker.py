@@ -1,0 +1,127 @@
+"""A worker: calc.tasks -> the Calculator over gRPC -> the gateway's reply queue.
+
+Each task: check the deadline, call the calculator with a gRPC deadline no
+later than the request's, publish the reply (confirmed), then ack. A crash
+between publish and ack redelivers the task and the gateway drops the second
+answer; a crash before publish redelivers it and nothing is lost.
+
+A calculator that is down (UNAVAILABLE, or a call that timed out while the
+request still had time) is retried later, not by sleeping on the message: the
+task goes to calc.retry with a per-message TTL and the broker dead-letters it
+back to calc.tasks when the TTL runs out. Past MAX_ATTEMPTS or the deadline,
+the caller gets UNAVAILABLE or DEADLINE_EXCEEDED and the task goes to calc.dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import grpc
+from aio_pika.abc import AbstractIncomingMessage
+
+from calcmq import codec, logs, topology
+from calcmq.amqp import Broker
+from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject, reply
+from calcmq.proto import calculator_pb2 as pb
+from calcmq.proto import calculator_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+# One calculator call never takes longer than this, whatever the request's
+# deadline: a hung calculator is then retried like a dead one.
+CALL_TIMEOUT = 5.0
+MAX_RETRY_DELAY = 5.0
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        calculator_address: str,
+        name: str,
+        concurrency: int,
+        max_attempts: int,
+        retry_delay: float,
+    ) -> None:
+        self.name = name
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.channel = grpc.aio.insecure_channel(calculator_address)
+        self.stub = pb_grpc.CalculatorStub(self.channel)
+        self.methods = {
+            pb.SUM: self.stub.Sum,
+            pb.SUBTRACT: self.stub.Subtract,
+            pb.MULTIPLY: self.stub.Multiply,
+            pb.DIVIDE: self.stub.Divide,
+            pb.POWER: self.stub.Power,
+            pb.MODULO: self.stub.Modulo,
+        }
+        self.consumer = QueueConsumer(topology.TASKS, self.handle)
+        self.broker = Broker(broker_url, name=f"worker {name}", prefetch=concurrency, on_ready=self.consumer.on_ready)
+        self.completed = 0
+        self.retried = 0
+        self.expired = 0
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        logs.request_id.set(message.correlation_id or "")
+        try:
+            envelope = codec.decode_request(message)
+        except codec.MalformedMessage as exc:
+            await reject(self.broker, message, source=topology.TASKS, reason=str(exc), answer=None)
+            return
+        remaining = envelope.remaining()
+        if remaining <= 0:
+            self.expired += 1
+            log.info("dropped: deadline passed before a worker got it")
+            await ack(message)
+            return
+        attempt = envelope.attempts + 1
+        result = await self._calculate(envelope, attempt, min(remaining, CALL_TIMEOUT))
+        if result is None:
+            await self._retry_or_give_up(message, envelope, attempt)
+            return
+        await reply(self.broker, envelope.reply_to, result, envelope.kind)
+        self.completed += 1
+        await ack(message)
+
+    async def _calculate(self, envelope: codec.Envelope, attempt: int, timeout: float) -> pb.CalculationResult | None:
+        """The result (or the caller's error), or None when worth another try."""
+        request = envelope.request
+        method = self.methods.get(request.operation)
+        if method is None:  # the dispatcher refuses these; a forged task still gets an answer
+            return codec.error_result(
+                envelope.request_id, grpc.StatusCode.INVALID_ARGUMENT, "unknown operation", worker=self.name, attempts=attempt
+            )
+        try:
+            response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in TRANSIENT:
+                log.warning("calculator %s on attempt %d: %s", exc.code().name, attempt, exc.details())
+                return None
+            return codec.error_result(
+                envelope.request_id, exc.code(), exc.details() or exc.code().name, worker=self.name, attempts=attempt
+            )
+        log.debug("computed on attempt %d", attempt)
+        return pb.CalculationResult(
+            request_id=envelope.request_id, result=response.result, worker=self.name, attempts=attempt
+        )
+
+    async def _retry_or_give_up(self, message: AbstractIncomingMessage, envelope: codec.Envelope, attempt: int) -> None:
+        delay = min(self.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY) * random.uniform(0.5, 1.0)
+        if attempt < self.max_attempts and envelope.remaining(time.time() + delay) > 0:
+            self.retried += 1
+            log.info("retrying in %.2fs (attempt %d of %d)", delay, attempt, self.max_attempts)
+            retry = codec.forward(envelope, attempts=attempt, expiration=delay)
+            await self.broker.publish(retry, topology.RETRY, PUBLISH_TIMEOUT)
+            await ack(message)
+            return
+        if envelope.remaining() <= 0 or attempt < self.max_attempts:
+            code, why = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while the calculator was unavailable"
+        else:
+            code, why = grpc.StatusCode.UNAVAILABLE, f"calculator unavailable after {attempt} attempts"
+        answer = codec.error_result(envelope.request_id, code, why, worker=self.name, attempts=attempt)
+        await reject(self.broker, message, source=topology.TASKS, reason=why, answer=answer)

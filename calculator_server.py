@@ -1,0 +1,28 @@
+"""The Calculator gRPC server: `python calculator_server.py [--calculator-listen ADDR]`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from calcmq import calculator, config, logs, runtime
+
+log = logging.getLogger("calculator_server")
+
+
+def main() -> None:
+    settings = config.load("The calc-mq Calculator gRPC server.", ["calculator_listen"])
+    logs.setup(settings.log_level, "calculator")
+
+    async def program(stop: asyncio.Event) -> None:
+        server, port = await calculator.create_server(settings.calculator_listen)
+        log.info("calculator listening on %s (port %d)", settings.calculator_listen, port)
+        await stop.wait()
+        await server.stop(grace=5)
+        log.info("calculator stopped")
+
+    runtime.run(program)
+
+
+if __name__ == "__main__":
+    main()
