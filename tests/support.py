@@ -1,0 +1,172 @@
+"""Test support: private vhosts on the real broker, and the five programs as
+real processes on free loopback ports.
+
+Every test system gets its own vhost (created and deleted with rabbitmqctl),
+so the tests neither see nor disturb queues a person runs by hand on the same
+broker, and its own GATEWAY_ID and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKER_HOST = os.environ.get("CALCMQ_TEST_BROKER", "localhost:5672")
+
+
+def rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl not found: the integration tests need a local RabbitMQ (see README)")
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def private_vhost() -> Iterator[str]:
+    """A fresh vhost for guest; yields its AMQP URL."""
+    name = f"calcmq-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{BROKER_HOST}/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, *self.argv], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM, then wait; SIGKILL only if it overstays. Returns the exit code."""
+        self.signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        if code is None:
+            self.kill()
+        return code
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.popen is not None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class System:
+    """The five programs wired to one private vhost."""
+
+    rabbitmq_url: str
+    workdir: Path
+    workers: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+    gateway_port: int = field(default_factory=free_port)
+    calculator_port: int = field(default_factory=free_port)
+    gateway_id: str = field(default_factory=lambda: f"test-{uuid.uuid4().hex[:8]}")
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def gateway_address(self) -> str:
+        return f"127.0.0.1:{self.gateway_port}"
+
+    @property
+    def calculator_address(self) -> str:
+        return f"127.0.0.1:{self.calculator_port}"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "CALCULATOR_", "WORKER_"))}
+        env.update(
+            RABBITMQ_URL=self.rabbitmq_url,
+            GATEWAY_LISTEN=self.gateway_address,
+            GATEWAY_ADDRESS=self.gateway_address,
+            GATEWAY_ID=self.gateway_id,
+            CALCULATOR_LISTEN=self.calculator_address,
+            CALCULATOR_ADDRESS=self.calculator_address,
+            LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def add(self, name: str, script: str, **env: str) -> Process:
+        process = Process(name, [script], self.env(**env), self.workdir / f"{name}.log")
+        self.processes[name] = process
+        process.start()
+        return process
+
+    def start(self) -> System:
+        self.add("calculator", "calculator_server.py")
+        self.add("dispatcher", "rabbitmq_worker.py")
+        for i in range(self.workers):
+            self.add(f"worker{i + 1}", "worker.py", WORKER_NAME=f"worker{i + 1}")
+        self.add("gateway", "api_gateway.py")
+        self.wait_serving(self.gateway_address)
+        self.wait_serving(self.calculator_address)
+        return self
+
+    def wait_serving(self, address: str, timeout: float = 30) -> None:
+        """Until the gRPC health check says SERVING (the gateway: broker connected)."""
+        give_up = time.monotonic() + timeout
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < give_up:
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.1)
+        raise TimeoutError(f"{address} not serving after {timeout}s\n{self.logs()}")
+
+    def stop(self) -> dict[str, int | None]:
+        return {name: p.stop() for name, p in reversed(self.processes.items())}
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{p.log()[-4000:]}" for name, p in self.processes.items())
