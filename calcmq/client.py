@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(json.dumps([{"operation": n, "a": a, "b": b, **_result_json(r)} for n, a, b, r in rows]))
         return
     for name, a, b, result in rows:
-        print(f"{name:>8} {a} {b} = {format_number(result.result):<6} worker={result.worker} attempts={result.attempts}")
+        print(f"{name:>8} {a:>2} {b:>2} = {format_number(result.result):<5} worker={result.worker} attempts={result.attempts}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ broker, and its own GATEWAY_ID and ports.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,12 +17,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+from aio_pika.abc import AbstractIncomingMessage
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,3 +173,57 @@ class System:
 
     def logs(self) -> str:
         return "\n".join(f"--- {name}\n{p.log()[-4000:]}" for name, p in self.processes.items())
+
+
+# -- looking at queues directly (sync wrappers around aio-pika) ---------------
+
+
+def queue_depth(url: str, queue: str) -> int:
+    async def go() -> int:
+        import aio_pika
+
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+    return asyncio.run(go())
+
+
+def take_all(url: str, queue: str) -> list[AbstractIncomingMessage]:
+    """Every message now in `queue`, acked (removed)."""
+
+    async def go() -> list[AbstractIncomingMessage]:
+        import aio_pika
+
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            declared = await channel.get_queue(queue, ensure=False)
+            taken = []
+            while (message := await declared.get(fail=False, no_ack=True)) is not None:
+                taken.append(message)
+            return taken
+
+    return asyncio.run(go())
+
+
+def publish_raw(url: str, queue: str, body: bytes, **properties: Any) -> None:
+    async def go() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.default_exchange.publish(aio_pika.Message(body, **properties), queue)
+
+    asyncio.run(go())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    give_up = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > give_up:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,147 @@
+"""The pipeline with a piece missing, broken or overloaded: each failure has
+its status code, work nobody waits for is dropped, and nothing crashes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from calcmq import codec, topology
+from calcmq.proto import calculator_pb2 as pb
+from calcmq.proto import calculator_pb2_grpc as pb_grpc
+from tests.conftest import show_logs_if_failed
+from tests.support import System, free_port, publish_raw, queue_depth, take_all, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def bare(vhost_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    """A System whose programs each test starts itself."""
+    system = System(vhost_url, tmp_path, workers=0)
+    yield system
+    system.stop()
+    show_logs_if_failed(request, system)
+
+
+def stub(system: System) -> pb_grpc.GatewayStub:
+    return pb_grpc.GatewayStub(grpc.insecure_channel(system.gateway_address))
+
+
+def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code()  # type: ignore[attr-defined,no-any-return]
+
+
+SUM = pb.CalculationRequest(operation=pb.SUM, num1=1, num2=2)
+
+
+def test_no_worker_means_deadline_exceeded_and_the_work_is_dropped(bare: System) -> None:
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    assert code_of(lambda: stub(bare).Calculate(SUM, timeout=1.5)) == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The task's expiration ran out with the caller's deadline: the broker
+    # dropped it, so a worker started now finds nothing to compute.
+    wait_until(lambda: queue_depth(bare.rabbitmq_url, topology.TASKS) == 0, 10, "the expired task to go")
+    bare.add("calculator", "calculator_server.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1")
+    assert stub(bare).Calculate(SUM, timeout=10).result == 3
+
+
+def test_an_unreachable_broker_is_unavailable_at_once(bare: System) -> None:
+    gateway = bare.add("gateway", "api_gateway.py", RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/")
+    with grpc.insecure_channel(bare.gateway_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        wait_until(lambda: _health(health) is not None, 20, "the gateway to listen")
+        assert _health(health) == health_pb2.HealthCheckResponse.NOT_SERVING
+        started = time.monotonic()
+        assert code_of(lambda: stub(bare).Calculate(SUM, timeout=30)) == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 5, "UNAVAILABLE must come promptly, not at the deadline"
+        assert code_of(lambda: stub(bare).Submit(SUM, timeout=30)) == grpc.StatusCode.UNAVAILABLE
+    assert gateway.alive()
+    assert "Traceback" not in gateway.log()
+
+
+def _health(health: health_pb2_grpc.HealthStub) -> int | None:
+    try:
+        return int(health.Check(health_pb2.HealthCheckRequest(), timeout=1).status)
+    except grpc.RpcError:
+        return None
+
+
+def test_the_inflight_limit_answers_resource_exhausted(bare: System) -> None:
+    bare.add("gateway", "api_gateway.py", GATEWAY_MAX_INFLIGHT="2")
+    bare.wait_serving(bare.gateway_address)
+    gateway = stub(bare)
+    gateway.Submit(pb.CalculationRequest(operation=pb.SUM, num1=1, num2=1), timeout=5)
+    gateway.Submit(pb.CalculationRequest(operation=pb.SUM, num1=2, num2=2), timeout=5)
+    assert code_of(lambda: gateway.Calculate(SUM, timeout=5)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_calculator_that_comes_back_is_retried_through_the_delay_queue(bare: System) -> None:
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1", RETRY_DELAY="0.3", MAX_ATTEMPTS="10")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    future = stub(bare).Calculate.future(SUM, timeout=30)
+    wait_until(lambda: "retrying in" in bare.processes["worker1"].log(), 15, "a retry")
+    bare.add("calculator", "calculator_server.py")
+    result = future.result()
+    assert result.result == 3 and result.attempts > 1 and result.worker == "worker1"
+
+
+def test_a_calculator_that_stays_down_gives_unavailable_and_a_dead_letter(bare: System) -> None:
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1", RETRY_DELAY="0.05", MAX_ATTEMPTS="3")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    with pytest.raises(grpc.RpcError) as info:
+        stub(bare).Calculate(pb.CalculationRequest(operation=pb.SUM, num1=1, num2=2, request_id="down-1"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert "3 attempts" in info.value.details()  # type: ignore[attr-defined]
+    dead = take_all(bare.rabbitmq_url, topology.DEAD)
+    assert [m.correlation_id for m in dead] == ["down-1"]
+    assert "unavailable" in str(dead[0].headers[codec.H_REASON])
+
+
+def test_garbage_on_every_queue_is_dead_lettered_and_nobody_crashes(system_for_garbage: System) -> None:
+    system = system_for_garbage
+    url = system.rabbitmq_url
+    reply_queue = topology.reply_queue_name(system.gateway_id)
+    publish_raw(url, topology.REQUESTS, b"\xff\x00garbage", content_type=codec.REQUEST_TYPE,
+                correlation_id="junk-1", reply_to=reply_queue)
+    publish_raw(url, topology.REQUESTS, b"{}", content_type="application/json", correlation_id="junk-2")
+    publish_raw(url, topology.TASKS, b"\x08\x63", content_type=codec.REQUEST_TYPE, correlation_id="junk-3")
+    publish_raw(url, topology.REQUESTS, b"x" * (codec.MAX_BODY_BYTES + 1), content_type=codec.REQUEST_TYPE)
+    publish_raw(url, reply_queue, b"not a result", content_type=codec.RESULT_TYPE, correlation_id="junk-4")
+    wait_until(lambda: queue_depth(url, topology.DEAD) >= 5, 15, "five dead letters")
+    dead = take_all(url, topology.DEAD)
+    assert all(m.headers.get(codec.H_REASON) for m in dead)
+    assert {m.headers[codec.H_SOURCE] for m in dead} == {topology.REQUESTS, topology.TASKS, reply_queue}
+    for process in system.processes.values():
+        assert process.alive(), process.name
+    result = pb_grpc.GatewayStub(grpc.insecure_channel(system.gateway_address)).Calculate(SUM, timeout=10)
+    assert result.result == 3
+
+
+@pytest.fixture
+def system_for_garbage(vhost_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    system = System(vhost_url, tmp_path, workers=1)
+    yield system.start()
+    system.stop()
+    show_logs_if_failed(request, system)
+
+
+def test_sigterm_stops_every_program_with_exit_0(system_for_garbage: System) -> None:
+    assert pb_grpc.GatewayStub(grpc.insecure_channel(system_for_garbage.gateway_address)).Calculate(SUM, timeout=10)
+    codes = system_for_garbage.stop()
+    assert codes == {name: 0 for name in codes}
+    for process in system_for_garbage.processes.values():
+        assert "Traceback" not in process.log(), process.name
