@@ -25,7 +25,12 @@ def main() -> None:
         await service.consumer.drain(timeout=10)
         service.broker.stop()
         await broker
-        log.info("dispatcher stopped (forwarded=%d rejected=%d expired=%d)", service.forwarded, service.rejected, service.expired)
+        log.info(
+            "dispatcher stopped (forwarded=%d rejected=%d expired=%d)",
+            service.forwarded,
+            service.rejected,
+            service.expired,
+        )
 
     runtime.run(program)
 

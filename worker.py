@@ -33,7 +33,9 @@ def main() -> None:
         worker.broker.stop()
         await broker
         await worker.channel.close()
-        log.info("worker stopped (completed=%d retried=%d expired=%d)", worker.completed, worker.retried, worker.expired)
+        log.info(
+            "worker stopped (completed=%d retried=%d expired=%d)", worker.completed, worker.retried, worker.expired
+        )
 
     runtime.run(program)
 

@@ -12,13 +12,14 @@ code sees `BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 
 from calcmq import topology
 from calcmq.logs import mask_url
@@ -35,11 +36,16 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
 )
 
-OnReady = Callable[[AbstractChannel], Awaitable[None]]
-
 
 class BrokerUnavailable(Exception):
     """The broker cannot take the message now; callers answer UNAVAILABLE."""
+
+
+# What a consumer treats as "leave the message for the broker to redeliver".
+BROKER_TROUBLE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
+CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RuntimeError)
+
+OnReady = Callable[[AbstractChannel], Awaitable[None]]
 
 
 class Broker:
@@ -79,9 +85,7 @@ class Broker:
         if channel is None or channel.is_closed:
             raise BrokerUnavailable("broker unreachable")
         try:
-            confirm = await channel.default_exchange.publish(
-                message, routing_key, mandatory=False, timeout=timeout
-            )
+            confirm = await channel.default_exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
@@ -120,9 +124,7 @@ class Broker:
             await channel.set_qos(prefetch_count=self._prefetch)
             await topology.declare(channel)
             if self._reply_queue:
-                await topology.declare_reply_queue(
-                    channel, self._reply_queue, self._reply_queue_ttl_ms
-                )
+                await topology.declare_reply_queue(channel, self._reply_queue, self._reply_queue_ttl_ms)
             await self._on_ready(channel)
         except BaseException:
             await _close_quietly(connection)
@@ -153,10 +155,8 @@ class Broker:
         await _close_quietly(connection)
 
     async def _sleep(self, delay: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
-        except asyncio.TimeoutError:
-            pass
 
     def stop(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
@@ -171,7 +171,5 @@ def _describe(exc: BaseException) -> str:
 async def _close_quietly(connection: AbstractConnection | AbstractRobustConnection | None) -> None:
     if connection is None or connection.is_closed:
         return
-    try:
+    with contextlib.suppress(*CLOSE_ERRORS):
         await asyncio.wait_for(connection.close(), 5)
-    except (*CONNECTION_ERRORS, RuntimeError):
-        pass

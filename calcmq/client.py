@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -77,7 +77,12 @@ def _status_error(exc: grpc.RpcError, address: str) -> CliError:
 
 
 def _result_json(result: pb.CalculationResult) -> dict[str, Any]:
-    return {"request_id": result.request_id, "result": result.result, "worker": result.worker, "attempts": result.attempts}
+    return {
+        "request_id": result.request_id,
+        "result": result.result,
+        "worker": result.worker,
+        "attempts": result.attempts,
+    }
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
@@ -116,7 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(json.dumps([{"operation": n, "a": a, "b": b, **_result_json(r)} for n, a, b, r in rows]))
         return
     for name, a, b, result in rows:
-        print(f"{name:>8} {a:>2} {b:>2} = {format_number(result.result):<5} worker={result.worker} attempts={result.attempts}")
+        answer = format_number(result.result)
+        print(f"{name:>8} {a:>2} {b:>2} = {answer:<5} worker={result.worker} attempts={result.attempts}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -158,7 +164,7 @@ async def _bench(address: str, total: int, inflight: int, timeout: float) -> tup
     window = asyncio.Semaphore(inflight)
     errors = 0
 
-    async def requests():  # type: ignore[no-untyped-def]
+    async def requests() -> AsyncIterator[pb.CalculationRequest]:
         for i in range(total):
             await window.acquire()
             request_id = str(uuid.uuid4())

@@ -115,7 +115,7 @@ def decode_request(message: AbstractIncomingMessage) -> Envelope:
         reply_to=message.reply_to,
         deadline=deadline_ms / 1000,
         attempts=attempts if isinstance(attempts, int) else 0,
-        kind=kind if kind in (KIND_SUBMIT, KIND_CALL) else KIND_CALL,
+        kind=KIND_SUBMIT if kind == KIND_SUBMIT else KIND_CALL,
     )
 
 

@@ -22,44 +22,24 @@ def _setting(default: Any, env: str, help: str) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    rabbitmq_url: str = _setting(
-        "amqp://guest:guest@localhost:5672/%2F", "RABBITMQ_URL", "AMQP URL of the broker"
-    )
+    rabbitmq_url: str = _setting("amqp://guest:guest@localhost:5672/%2F", "RABBITMQ_URL", "AMQP URL of the broker")
     gateway_listen: str = _setting("[::]:50051", "GATEWAY_LISTEN", "gateway gRPC listen address")
     gateway_address: str = _setting("localhost:50051", "GATEWAY_ADDRESS", "gateway address to call")
-    gateway_id: str = _setting(
-        "", "GATEWAY_ID", "stable id naming the reply queue (default: from the host name)"
-    )
-    calculator_listen: str = _setting(
-        "[::]:50052", "CALCULATOR_LISTEN", "calculator gRPC listen address"
-    )
-    calculator_address: str = _setting(
-        "localhost:50052", "CALCULATOR_ADDRESS", "calculator address to call"
-    )
-    gateway_max_inflight: int = _setting(
-        10000, "GATEWAY_MAX_INFLIGHT", "requests in flight before RESOURCE_EXHAUSTED"
-    )
-    worker_concurrency: int = _setting(
-        16, "WORKER_CONCURRENCY", "prefetch and parallel calculator calls per worker"
-    )
-    dispatcher_prefetch: int = _setting(
-        256, "DISPATCHER_PREFETCH", "unacked requests the dispatcher holds at once"
-    )
+    gateway_id: str = _setting("", "GATEWAY_ID", "stable id naming the reply queue (default: from the host name)")
+    calculator_listen: str = _setting("[::]:50052", "CALCULATOR_LISTEN", "calculator gRPC listen address")
+    calculator_address: str = _setting("localhost:50052", "CALCULATOR_ADDRESS", "calculator address to call")
+    gateway_max_inflight: int = _setting(10000, "GATEWAY_MAX_INFLIGHT", "requests in flight before RESOURCE_EXHAUSTED")
+    worker_concurrency: int = _setting(16, "WORKER_CONCURRENCY", "prefetch and parallel calculator calls per worker")
+    dispatcher_prefetch: int = _setting(256, "DISPATCHER_PREFETCH", "unacked requests the dispatcher holds at once")
     request_timeout: float = _setting(
         30.0, "REQUEST_TIMEOUT", "seconds a request may take when the caller set no deadline"
     )
-    result_ttl: float = _setting(
-        600.0, "RESULT_TTL", "seconds a finished result stays redeemable with GetResult"
-    )
-    max_attempts: int = _setting(
-        5, "MAX_ATTEMPTS", "calculator tries per task before giving up with UNAVAILABLE"
-    )
+    result_ttl: float = _setting(600.0, "RESULT_TTL", "seconds a finished result stays redeemable with GetResult")
+    max_attempts: int = _setting(5, "MAX_ATTEMPTS", "calculator tries per task before giving up with UNAVAILABLE")
     retry_delay: float = _setting(
         0.2, "RETRY_DELAY", "first retry delay in seconds (doubles each attempt, with jitter)"
     )
-    worker_name: str = _setting(
-        "", "WORKER_NAME", "name reported in results (default: host name and pid)"
-    )
+    worker_name: str = _setting("", "WORKER_NAME", "name reported in results (default: host name and pid)")
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
 
     def effective_gateway_id(self) -> str:

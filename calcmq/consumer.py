@@ -10,13 +10,14 @@ returned to the queue, where the quorum delivery limit eventually stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from calcmq import codec, logs, topology
-from calcmq.amqp import CONNECTION_ERRORS, Broker, BrokerUnavailable
+from calcmq.amqp import BROKER_TROUBLE, CLOSE_ERRORS, Broker
 from calcmq.proto import calculator_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class QueueConsumer:
         self._inflight.add(task)
         try:
             await self._handler(message)
-        except (BrokerUnavailable, *CONNECTION_ERRORS) as exc:
+        except BROKER_TROUBLE as exc:
             log.warning("left message unacked, broker trouble: %s", exc)
         except Exception:
             log.exception("unexpected error; returning the message to %s", self.queue_name)
@@ -63,10 +64,8 @@ class QueueConsumer:
         """Stop new deliveries, then give in-flight ones `timeout` seconds."""
         self._accepting = False
         if self._queue is not None and self._tag is not None:
-            try:
+            with contextlib.suppress(*CLOSE_ERRORS):
                 await asyncio.wait_for(self._queue.cancel(self._tag), 5)
-            except (*CONNECTION_ERRORS, RuntimeError):
-                pass
         if self._inflight:
             log.info("finishing %d in-flight message(s)", len(self._inflight))
             _, pending = await asyncio.wait(self._inflight, timeout=timeout)
@@ -78,7 +77,7 @@ async def _settle(action: Awaitable[object]) -> None:
     """Ack or nack, tolerating a channel that closed meanwhile (the broker redelivers)."""
     try:
         await action
-    except (*CONNECTION_ERRORS, RuntimeError) as exc:
+    except CLOSE_ERRORS as exc:
         log.warning("could not settle message: %s", exc)
 
 
@@ -103,8 +102,9 @@ async def reject(
     log.warning("dead-lettering message from %s: %s", source, reason)
     # Only ever answer into a gateway's reply queue: a forged reply_to must
     # not make us publish into calc.tasks or anyone else's queue.
-    if answer is not None and (message.reply_to or "").startswith(topology.REPLY_PREFIX):
+    reply_to = message.reply_to or ""
+    if answer is not None and reply_to.startswith(topology.REPLY_PREFIX):
         kind = (message.headers or {}).get(codec.H_KIND)
-        await reply(broker, message.reply_to, answer, str(kind or codec.KIND_CALL))
+        await reply(broker, reply_to, answer, str(kind or codec.KIND_CALL))
     await broker.publish(codec.dead_letter(message, reason, source), topology.DEAD, PUBLISH_TIMEOUT)
     await ack(message)

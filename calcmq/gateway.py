@@ -49,7 +49,9 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     # -- the four RPCs -------------------------------------------------------
 
-    async def Calculate(self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext) -> pb.CalculationResult:
+    async def Calculate(
+        self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CalculationResult:
         deadline = self._deadline(context)
         try:
             future = await self._start(_with_id(request), deadline, keep=False)
@@ -116,7 +118,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     # -- the shared path -----------------------------------------------------
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
-        remaining = context.time_remaining()
+        remaining: float | None = context.time_remaining()
         if remaining is None:
             remaining = self.settings.request_timeout
         return time.time() + remaining
@@ -156,7 +158,7 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def _outcome(self, future: asyncio.Future[pb.CalculationResult], deadline: float) -> pb.CalculationResult:
         try:
             result = await asyncio.wait_for(asyncio.shield(future), max(deadline - time.time(), 0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline") from None
         return result
 

@@ -25,26 +25,20 @@ def new_server() -> grpc.aio.Server:
 
 def bind(server: grpc.aio.Server, address: str) -> int:
     """Listen on `address`; port 0 picks a free one. Returns the port."""
-    port = server.add_insecure_port(address)
+    port: int = server.add_insecure_port(address)
     if port == 0:
         raise SystemExit(f"error: cannot listen on {address}")
     return port
 
 
-def add_health_and_reflection(
-    server: grpc.aio.Server, service_names: list[str]
-) -> health.aio.HealthServicer:
+def add_health_and_reflection(server: grpc.aio.Server, service_names: list[str]) -> health.aio.HealthServicer:
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     return servicer
 
 
 async def set_serving(servicer: health.aio.HealthServicer, service_names: list[str], up: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
+    status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await servicer.set(name, status)

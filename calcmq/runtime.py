@@ -8,6 +8,7 @@ process exits 0. A second signal while draining exits at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -19,10 +20,8 @@ Program = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def run(program: Program) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(program))
-    except KeyboardInterrupt:
-        pass
     sys.exit(0)
 
 

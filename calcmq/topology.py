@@ -50,6 +50,4 @@ async def declare(channel: AbstractChannel) -> None:
 
 async def declare_reply_queue(channel: AbstractChannel, name: str, ttl_ms: int) -> None:
     """A gateway's own reply queue: durable, so replies wait through a restart."""
-    await channel.declare_queue(
-        name, durable=True, arguments={**_QUORUM, "x-expires": ttl_ms}
-    )
+    await channel.declare_queue(name, durable=True, arguments={**_QUORUM, "x-expires": ttl_ms})

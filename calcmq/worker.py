@@ -94,7 +94,11 @@ class Worker:
         method = self.methods.get(request.operation)
         if method is None:  # the dispatcher refuses these; a forged task still gets an answer
             return codec.error_result(
-                envelope.request_id, grpc.StatusCode.INVALID_ARGUMENT, "unknown operation", worker=self.name, attempts=attempt
+                envelope.request_id,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "unknown operation",
+                worker=self.name,
+                attempts=attempt,
             )
         try:
             response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -48,4 +47,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     """Remember each phase's outcome so fixtures can print process logs on failure."""
     outcome = yield
     setattr(item, f"rep_{call.when}", outcome.get_result())
-

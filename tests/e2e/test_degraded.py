@@ -115,8 +115,14 @@ def test_garbage_on_every_queue_is_dead_lettered_and_nobody_crashes(system_for_g
     system = system_for_garbage
     url = system.rabbitmq_url
     reply_queue = topology.reply_queue_name(system.gateway_id)
-    publish_raw(url, topology.REQUESTS, b"\xff\x00garbage", content_type=codec.REQUEST_TYPE,
-                correlation_id="junk-1", reply_to=reply_queue)
+    publish_raw(
+        url,
+        topology.REQUESTS,
+        b"\xff\x00garbage",
+        content_type=codec.REQUEST_TYPE,
+        correlation_id="junk-1",
+        reply_to=reply_queue,
+    )
     publish_raw(url, topology.REQUESTS, b"{}", content_type="application/json", correlation_id="junk-2")
     publish_raw(url, topology.TASKS, b"\x08\x63", content_type=codec.REQUEST_TYPE, correlation_id="junk-3")
     publish_raw(url, topology.REQUESTS, b"x" * (codec.MAX_BODY_BYTES + 1), content_type=codec.REQUEST_TYPE)

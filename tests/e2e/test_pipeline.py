@@ -16,6 +16,7 @@ from tests.support import System
 
 pytestmark = pytest.mark.e2e
 
+OPS = [pb.SUM, pb.SUBTRACT, pb.MULTIPLY, pb.DIVIDE, pb.POWER, pb.MODULO]
 CASES = [
     (pb.SUM, 7, 3, 10),
     (pb.SUBTRACT, 7, 3, 4),
@@ -30,14 +31,15 @@ CASES = [
 
 
 def expected(op: int, a: float, b: float) -> float:
-    return {
+    table: dict[int, float] = {
         pb.SUM: a + b,
         pb.SUBTRACT: a - b,
         pb.MULTIPLY: a * b,
         pb.DIVIDE: a / b,
         pb.POWER: math.pow(a, b),
         pb.MODULO: a % b,
-    }[op]
+    }
+    return table[op]
 
 
 def call_error(gateway: pb_grpc.GatewayStub, request: pb.CalculationRequest, timeout: float = 10) -> grpc.RpcError:
@@ -110,8 +112,7 @@ def test_get_result_of_an_unknown_ticket_is_not_found(gateway: pb_grpc.GatewaySt
 
 def test_a_stream_of_2000_gets_every_reply_matched(gateway: pb_grpc.GatewayStub) -> None:
     requests = [
-        pb.CalculationRequest(operation=pb.Operation.values()[1 + i % 6], num1=i, num2=(i % 7) + 1, request_id=f"s-{i}")
-        for i in range(2000)
+        pb.CalculationRequest(operation=OPS[i % 6], num1=i, num2=(i % 7) + 1, request_id=f"s-{i}") for i in range(2000)
     ]
     requests.append(pb.CalculationRequest(operation=pb.DIVIDE, num1=1, num2=0, request_id="s-bad"))
     by_id = {r.request_id: r for r in requests}
@@ -149,7 +150,10 @@ def test_a_repeated_request_id_in_flight_gets_one_answer_each(gateway: pb_grpc.G
 def test_health_reports_serving_for_both_servers(system: System) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    for address, service in [(system.gateway_address, "calculator.Gateway"), (system.calculator_address, "calculator.Calculator")]:
+    for address, service in [
+        (system.gateway_address, "calculator.Gateway"),
+        (system.calculator_address, "calculator.Calculator"),
+    ]:
         with grpc.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for name in ("", service):
