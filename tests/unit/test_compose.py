@@ -41,8 +41,8 @@ def _compose(*args: str) -> subprocess.CompletedProcess[str]:
 
 @cache
 def _services() -> dict[str, Any]:
-    """The resolved services, the one-shot `demo` profile included."""
-    done = _compose("--profile", "demo", "config", "--format", "json")
+    """The resolved services, as `docker compose up` sees them."""
+    done = _compose("config", "--format", "json")
     assert done.returncode == 0, done.stderr
     services: dict[str, Any] = json.loads(done.stdout)["services"]
     return services
