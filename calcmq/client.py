@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -57,7 +58,7 @@ class CliError(Exception):
 def format_number(value: float) -> str:
     """Integers without a trailing .0; everything else as Python's shortest repr."""
     if math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
+        return ("-" if math.copysign(1, value) < 0 else "") + str(abs(int(value)))
     return repr(value)
 
 
@@ -188,6 +189,16 @@ async def _bench(address: str, total: int, inflight: int, timeout: float) -> tup
     return latencies, errors + len(started), elapsed
 
 
+# argparse takes "-1e3" or "-inf" for an option unless told they are numbers
+# (Python 3.11 only knows -3 and -1.5); operands are the one place they occur.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
+def _numbers_are_not_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser._negative_number_matcher = _NEGATIVE_NUMBER  # type: ignore[attr-defined]
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="calculator_client.py",
@@ -207,9 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, op in OPERATIONS.items():
         aliases = [alias for alias, target in ALIASES.items() if target == name]
         sub = commands.add_parser(name, aliases=aliases, parents=[common], help=f"{name} A B, print the result")
+        _numbers_are_not_options(sub)
         sub.set_defaults(func=cmd_calculate, op=op)
         _operands(sub)
-    sub = commands.add_parser("submit", parents=[common], help="submit OP A B, print a ticket id")
+    sub = _numbers_are_not_options(
+        commands.add_parser("submit", parents=[common], help="submit OP A B, print a ticket id")
+    )
     sub.add_argument("op", type=_operation, metavar="OP")
     _operands(sub)
     sub.set_defaults(func=cmd_submit)

@@ -9,6 +9,7 @@ Each program asks only for the fields it uses, so `--help` stays short.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,7 @@ def _convert(name: str, kind: type, raw: str) -> Any:
         value = kind(raw)
     except ValueError:
         raise SystemExit(f"error: {_env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
-    if kind in (int, float) and value <= 0:
+    if kind in (int, float) and not (math.isfinite(value) and value > 0):
         raise SystemExit(f"error: {_env_name(name)} must be positive, got {raw}")
     return value
 

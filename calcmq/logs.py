@@ -50,5 +50,6 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    host = parts.netloc.rpartition("@")[2]  # as written: keeps an IPv6 host's brackets and the port
+    netloc = f"{parts.username}:***@{host}"
     return urlunsplit(parts._replace(netloc=netloc))

@@ -70,6 +70,7 @@ class Replies:
     def deliver(self, result: pb.CalculationResult, from_submit: bool) -> bool:
         """Hand a reply to its waiter; False when nobody wanted it (dropped)."""
         request_id = result.request_id
+        self._purge()
         entry = self._waiting.pop(request_id, None)
         if entry is not None:
             self._finish(entry)
