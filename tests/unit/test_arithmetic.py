@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import grpc
 import pytest
@@ -199,8 +200,8 @@ def test_calc_error_carries_code_and_message():
 # -- validate() ---------------------------------------------------------------
 
 
-def request(**fields) -> pb.CalculationRequest:
-    values = {"operation": pb.SUM, "num1": 1.0, "num2": 2.0, "request_id": "req-1", **fields}
+def request(**fields: Any) -> pb.CalculationRequest:
+    values: dict[str, Any] = {"operation": pb.SUM, "num1": 1.0, "num2": 2.0, "request_id": "req-1", **fields}
     return pb.CalculationRequest(**values)
 
 

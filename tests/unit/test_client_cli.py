@@ -3,6 +3,7 @@ when the gateway cannot be reached."""
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
@@ -18,7 +19,7 @@ def no_gateway_address_from_the_shell(monkeypatch):
     monkeypatch.delenv("GATEWAY_ADDRESS", raising=False)
 
 
-def parse(*argv: str):
+def parse(*argv: str) -> argparse.Namespace:
     return client.build_parser().parse_args(list(argv))
 
 
@@ -58,7 +59,6 @@ def test_format_number_output_parses_back_to_the_same_value():
         assert float(client.format_number(value)) == value
 
 
-@pytest.mark.xfail(strict=True, reason="bug: format_number(-0.0) prints '0'; int() drops the sign of zero")
 def test_format_number_keeps_the_sign_of_negative_zero():
     assert client.format_number(-0.0) == "-0"
 
@@ -162,7 +162,6 @@ def test_negative_operands_parse(argv, a, b):
     assert (args.a, args.b) == (a, b)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: argparse takes '-1e3' for an option, so `sum -1e3 2` exits with usage")
 def test_negative_operand_in_exponent_notation_parses():
     args = parse("sum", "-1e3", "2")
     assert (args.a, args.b) == (-1000.0, 2.0)

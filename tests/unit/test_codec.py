@@ -8,13 +8,14 @@ import datetime
 import decimal
 import math
 import time
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
 import grpc
 import pytest
-from aio_pika.abc import DeliveryMode
+from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,12 @@ pytestmark = pytest.mark.unit
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def incoming(message: aio_pika.Message, **changes: Any) -> SimpleNamespace:
+def fake(**fields: Any) -> AbstractIncomingMessage:
+    """A stand-in delivery: just the attributes the codec reads."""
+    return cast(AbstractIncomingMessage, SimpleNamespace(**fields))
+
+
+def incoming(message: aio_pika.Message, **changes: Any) -> AbstractIncomingMessage:
     """What decode_* reads of a delivery, taken from an outgoing message."""
     fields = {
         "body": message.body,
@@ -51,21 +57,23 @@ def incoming(message: aio_pika.Message, **changes: Any) -> SimpleNamespace:
         "headers": dict(message.headers),
     }
     fields.update(changes)
-    return SimpleNamespace(**fields)
+    return fake(**fields)
 
 
-def a_request(request_id: str = "req-1", operation: int = pb.DIVIDE, num1: float = 7.0, num2: float = 2.0):
+def a_request(
+    request_id: str = "req-1", operation: pb.Operation = pb.DIVIDE, num1: float = 7.0, num2: float = 2.0
+) -> pb.CalculationRequest:
     return pb.CalculationRequest(operation=operation, num1=num1, num2=num2, request_id=request_id)
 
 
-def request_delivery(request_id: str = "req-1", **changes: Any) -> SimpleNamespace:
+def request_delivery(request_id: str = "req-1", **changes: Any) -> AbstractIncomingMessage:
     message = codec.request_message(
         a_request(request_id), reply_to="calc.replies.gw1", deadline=time.time() + 30, kind=KIND_CALL
     )
     return incoming(message, **changes)
 
 
-def malformed(decode, message) -> str:
+def malformed(decode: Callable[[AbstractIncomingMessage], object], message: AbstractIncomingMessage) -> str:
     with pytest.raises(MalformedMessage) as info:
         decode(message)
     return str(info.value)
@@ -110,8 +118,11 @@ def test_request_message_headers_carry_deadline_ms_attempts_and_kind():
 
 def test_expiration_is_the_time_left_before_the_deadline():
     message = codec.request_message(a_request(), reply_to="r", deadline=time.time() + 5, kind=KIND_CALL)
-    assert 4.0 < message.expiration <= 5.0
-    assert 4000 < int(message.properties.expiration) <= 5000  # milliseconds on the wire
+    expiration, on_the_wire = message.expiration, message.properties.expiration
+    assert isinstance(expiration, float)
+    assert 4.0 < expiration <= 5.0
+    assert on_the_wire is not None
+    assert 4000 < int(on_the_wire) <= 5000  # milliseconds
 
 
 def test_expiration_of_a_passed_deadline_is_one_millisecond_never_zero_or_negative():
@@ -280,7 +291,7 @@ def test_dead_letter_keeps_the_delivery_and_adds_reason_and_source():
 
 
 def test_dead_letter_of_a_delivery_without_headers():
-    letter = codec.dead_letter(SimpleNamespace(**{**vars(request_delivery()), "headers": None}), "bad", "calc.tasks")
+    letter = codec.dead_letter(fake(**{**vars(request_delivery()), "headers": None}), "bad", "calc.tasks")
     assert letter.headers == {H_REASON: "bad", H_SOURCE: "calc.tasks"}
 
 
@@ -364,7 +375,7 @@ def deliveries(draw, messages):
             body = body[: draw(st.integers(0, len(body) - 1))]
         if draw(st.booleans()):
             correlation_id = message.request_id  # often let it match, so later checks run
-    return SimpleNamespace(
+    return fake(
         body=body,
         content_type=draw(content_types),
         correlation_id=correlation_id,
@@ -402,7 +413,7 @@ def test_decode_result_returns_a_result_or_raises_malformed_for_any_delivery(del
 @FUZZ
 @given(st.binary(max_size=200), content_types, st.none() | ids, headers)
 def test_decoders_never_raise_anything_but_malformed_for_raw_bytes(body, content_type, correlation_id, header_dict):
-    delivery = SimpleNamespace(
+    delivery = fake(
         body=body, content_type=content_type, correlation_id=correlation_id, reply_to="r", headers=header_dict
     )
     for decode in (codec.decode_request, codec.decode_result):
@@ -441,17 +452,17 @@ def test_compute_returns_a_finite_float_or_refuses_with_invalid_argument_or_out_
     st.floats(allow_nan=False, allow_infinity=False),
     st.floats(allow_nan=False, allow_infinity=False),
 )
-def test_compute_matches_python_arithmetic_whenever_it_answers(operation, a, b):
-    reference = {
+def test_compute_matches_python_arithmetic_whenever_it_answers(operation: int, a: float, b: float) -> None:
+    references: dict[int, Callable[[], float]] = {
         pb.SUM: lambda: a + b,
         pb.SUBTRACT: lambda: a - b,
         pb.MULTIPLY: lambda: a * b,
         pb.DIVIDE: lambda: a / b,
         pb.POWER: lambda: math.pow(a, b),
         pb.MODULO: lambda: a % b,
-    }[operation]
+    }
     try:
         result = arithmetic.compute(operation, a, b)
     except CalcError:
         return
-    assert result == reference() or (math.isnan(result) and math.isnan(reference()))
+    assert result == references[operation]()
