@@ -9,7 +9,15 @@ from calcmq import config, gateway, logs, runtime
 
 log = logging.getLogger("api_gateway")
 
-SETTINGS = ["rabbitmq_url", "gateway_listen", "gateway_id", "gateway_max_inflight", "request_timeout", "result_ttl"]
+SETTINGS = [
+    "rabbitmq_url",
+    "gateway_listen",
+    "gateway_id",
+    "gateway_max_inflight",
+    "request_timeout",
+    "result_ttl",
+    "gateway_state_dir",
+]
 
 
 def main() -> None:
@@ -24,10 +32,8 @@ def main() -> None:
             port,
             service.reply_queue,
         )
-        broker = asyncio.create_task(service.broker.run())
         await stop.wait()
         await gateway.shutdown(server, service)
-        await broker
         log.info("gateway stopped")
 
     runtime.run(program)

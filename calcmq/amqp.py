@@ -26,6 +26,11 @@ from calcmq.logs import mask_url
 
 log = logging.getLogger(__name__)
 
+
+class SessionRefused(Exception):
+    """`on_ready` found the session unusable for now (e.g. a GATEWAY_ID in use); try again later."""
+
+
 # Errors that mean "the broker or the link to it is gone"; anything here is
 # retried by reconnecting, never shown to a user as a traceback.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -34,6 +39,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     asyncio.TimeoutError,
+    SessionRefused,
 )
 
 
@@ -104,7 +110,7 @@ class Broker:
             except CONNECTION_ERRORS as exc:
                 delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
                 log.warning(
-                    "broker %s unreachable (%s); retrying in %.1fs",
+                    "no session with broker %s (%s); retrying in %.1fs",
                     mask_url(self._url),
                     _describe(exc),
                     delay,

@@ -11,10 +11,15 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+# It names a queue and a file: keep it to characters safe in both.
+_GATEWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def _setting(default: Any, env: str, help: str) -> Any:
@@ -36,15 +41,24 @@ class Settings:
         30.0, "REQUEST_TIMEOUT", "seconds a request may take when the caller set no deadline"
     )
     result_ttl: float = _setting(600.0, "RESULT_TTL", "seconds a finished result stays redeemable with GetResult")
-    max_attempts: int = _setting(5, "MAX_ATTEMPTS", "calculator tries per task before giving up with UNAVAILABLE")
+    max_attempts: int = _setting(8, "MAX_ATTEMPTS", "calculator tries per task before giving up with UNAVAILABLE")
     retry_delay: float = _setting(
-        0.2, "RETRY_DELAY", "first retry delay in seconds (doubles each attempt, with jitter)"
+        0.25, "RETRY_DELAY", "first retry delay in seconds (doubles each attempt, with jitter)"
+    )
+    gateway_state_dir: str = _setting(
+        "~/.local/state/calc-mq", "GATEWAY_STATE_DIR", "where the gateway keeps issued tickets and their results"
     )
     worker_name: str = _setting("", "WORKER_NAME", "name reported in results (default: host name and pid)")
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
 
     def effective_gateway_id(self) -> str:
-        return self.gateway_id or socket.gethostname()
+        gateway_id = self.gateway_id or socket.gethostname()
+        if not _GATEWAY_ID.fullmatch(gateway_id):
+            raise SystemExit(f"error: GATEWAY_ID={gateway_id!r}: use 1-100 letters, digits, '.', '_' or '-'")
+        return gateway_id
+
+    def ticket_store_path(self) -> Path:
+        return Path(self.gateway_state_dir).expanduser() / f"tickets-{self.effective_gateway_id()}.sqlite3"
 
     def effective_worker_name(self) -> str:
         return self.worker_name or f"{socket.gethostname()}-{os.getpid()}"

@@ -15,16 +15,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import grpc
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from calcmq import arithmetic, codec, grpc_util, logs, topology
-from calcmq.amqp import Broker, BrokerUnavailable
+from calcmq.amqp import Broker, BrokerUnavailable, SessionRefused
 from calcmq.arithmetic import CalcError
 from calcmq.config import Settings
 from calcmq.consumer import QueueConsumer, ack, reject
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 from calcmq.replies import Replies
+from calcmq.tickets import TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,18 @@ class GatewayService(pb_grpc.GatewayServicer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.reply_queue = topology.reply_queue_name(settings.effective_gateway_id())
-        self.replies = Replies(settings.result_ttl)
+        self.tickets = TicketStore(settings.ticket_store_path())
+        self.replies = Replies(settings.result_ttl, self.tickets)
         self.consumer = QueueConsumer(self.reply_queue, self._on_reply)
         self.broker = Broker(
             settings.rabbitmq_url,
             name=f"gateway {settings.effective_gateway_id()}",
             prefetch=REPLY_PREFETCH,
-            on_ready=self.consumer.on_ready,
+            on_ready=self._on_ready,
             reply_queue=self.reply_queue,
         )
+        self.broker_task: asyncio.Task[None] | None = None
+        self.health: grpc_util.HealthReporter | None = None
 
     # -- the four RPCs -------------------------------------------------------
 
@@ -164,6 +168,18 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     # -- replies -------------------------------------------------------------
 
+    async def _on_ready(self, channel: AbstractChannel) -> None:
+        """Consume our reply queue, unless another gateway with our id already does.
+
+        Two consumers would split the replies between them (and quorum queues
+        ignore basic.consume's exclusive flag), so the second one waits, not
+        serving, until the first is gone.
+        """
+        declared = await channel.declare_queue(self.reply_queue, passive=True)
+        if declared.declaration_result.consumer_count:
+            raise SessionRefused(f"another gateway consumes {self.reply_queue}; GATEWAY_ID must be unique")
+        await self.consumer.on_ready(channel)
+
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         logs.request_id.set(message.correlation_id or "")
         try:
@@ -202,14 +218,17 @@ def _status(code: int) -> grpc.StatusCode:
 async def create_server(settings: Settings, address: str) -> tuple[grpc.aio.Server, int, GatewayService]:
     """A started Gateway server (port 0: any free port) with its broker link running."""
     service = GatewayService(settings)
+    if restored := service.replies.restore():
+        log.info("took back %d unexpired ticket(s) from %s", restored, service.tickets.path)
     server = grpc_util.new_server()
     pb_grpc.add_GatewayServicer_to_server(service, server)
-    health = grpc_util.add_health_and_reflection(server, [SERVICE_NAME])
+    health = grpc_util.HealthReporter(grpc_util.add_health_and_reflection(server, [SERVICE_NAME]), [SERVICE_NAME])
     port = grpc_util.bind(server, address)
-    loop = asyncio.get_running_loop()
-    service.broker.on_state_change = lambda up: loop.create_task(grpc_util.set_serving(health, [SERVICE_NAME], up))  # type: ignore[assignment,func-returns-value]
-    await grpc_util.set_serving(health, [SERVICE_NAME], False)
+    service.health = health
+    # SERVING only while the broker link is up: calls would fail otherwise.
+    service.broker.on_state_change = health.report
     await server.start()
+    service.broker_task = asyncio.get_running_loop().create_task(service.broker.run())
     return server, port, service
 
 
@@ -219,6 +238,11 @@ async def shutdown(server: grpc.aio.Server, service: GatewayService, grace: floa
     Replies still on their way stay in the durable reply queue for the next
     start with the same GATEWAY_ID.
     """
+    if service.health is not None:
+        service.health.report(False)  # draining: load balancers should look elsewhere
     await server.stop(grace)
     await service.consumer.drain(timeout=5)
     service.broker.stop()
+    if service.broker_task is not None:
+        await service.broker_task
+    service.tickets.close()

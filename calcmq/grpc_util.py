@@ -6,6 +6,8 @@ Both are the standard services (grpcio-health-checking, grpcio-reflection), so
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -42,3 +44,26 @@ async def set_serving(servicer: health.aio.HealthServicer, service_names: list[s
     status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await servicer.set(name, status)
+
+
+class HealthReporter:
+    """Health that follows a state changed from plain callbacks (the broker
+    link going up or down): one task applies the latest state, in order."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, service_names: list[str]) -> None:
+        self._servicer = servicer
+        self._names = service_names
+        self._up = False
+        self._changed = asyncio.Event()
+        self._changed.set()  # start as NOT_SERVING
+        self._task = asyncio.get_running_loop().create_task(self._apply())
+
+    def report(self, up: bool) -> None:
+        self._up = up
+        self._changed.set()
+
+    async def _apply(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await set_serving(self._servicer, self._names, self._up)

@@ -5,7 +5,8 @@ deadline passes (so waiting never grows memory without bound), in the shape of
 aio-pika's patterns/rpc.py. A reply nobody waits for is counted and dropped:
 it is a second answer after a redelivery, or one that came after its caller
 gave up. Results of Submit are kept for RESULT_TTL so tickets stay redeemable,
-including results that reach a restarted gateway (they are marked as such).
+including results that reach a restarted gateway (they are marked as such);
+with a TicketStore, issued tickets and their results also survive a restart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import grpc
 
 from calcmq.arithmetic import CalcError
 from calcmq.proto import calculator_pb2 as pb
+from calcmq.tickets import TicketStore
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,10 @@ class _Waiting:
 
 
 class Replies:
-    def __init__(self, result_ttl: float) -> None:
+    def __init__(self, result_ttl: float, store: TicketStore | None = None) -> None:
         self._result_ttl = result_ttl
+        self._store = store
+        self._store_purged = time.time()
         self._waiting: dict[str, _Waiting] = {}
         self._results: OrderedDict[str, tuple[float, pb.CalculationResult]] = OrderedDict()
         self.dropped = 0  # second answers after a redelivery, and late ones
@@ -57,7 +61,23 @@ class Replies:
         entry.future.add_done_callback(_mark_retrieved)
         entry.timer = loop.call_later(max(deadline - time.time(), 0), self._expire, request_id, entry)
         self._waiting[request_id] = entry
+        if keep and self._store is not None:
+            self._store.issued(request_id, deadline)
         return entry.future
+
+    def restore(self) -> int:
+        """Take back the tickets a previous run of this gateway issued; returns how many."""
+        if self._store is None:
+            return 0
+        tickets = sorted(self._store.live(), key=lambda t: t.expires_at)
+        for ticket in tickets:
+            if ticket.result is None:
+                self.expect(ticket.request_id, ticket.expires_at, keep=True)
+            else:
+                result = pb.CalculationResult()
+                result.ParseFromString(ticket.result)
+                self._results[ticket.request_id] = (ticket.expires_at, result)
+        return len(tickets)
 
     def forget(self, request_id: str, error: BaseException) -> None:
         """Give up on a request we could not publish; its waiters get `error`."""
@@ -66,6 +86,8 @@ class Replies:
             self._finish(entry)
             if not entry.future.done():
                 entry.future.set_exception(error)
+            if entry.keep and self._store is not None:
+                self._store.discard(request_id)
 
     def deliver(self, result: pb.CalculationResult, from_submit: bool) -> bool:
         """Hand a reply to its waiter; False when nobody wanted it (dropped)."""
@@ -99,12 +121,18 @@ class Replies:
             entry.timer.cancel()
 
     def _keep(self, request_id: str, result: pb.CalculationResult) -> None:
-        self._results[request_id] = (time.monotonic() + self._result_ttl, result)
+        expires_at = time.time() + self._result_ttl
+        self._results[request_id] = (expires_at, result)
         self._results.move_to_end(request_id)
+        if self._store is not None:
+            self._store.resolved(request_id, result.SerializeToString(), expires_at)
+            if expires_at - self._store_purged > self._result_ttl + 60:
+                self._store.purge()
+                self._store_purged = expires_at - self._result_ttl
         self._purge()
 
     def _purge(self) -> None:
-        now = time.monotonic()
+        now = time.time()
         while self._results:
             request_id, (expires, _) = next(iter(self._results.items()))
             if expires > now:

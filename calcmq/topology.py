@@ -24,6 +24,8 @@ REPLY_PREFIX = "calc.replies."
 # Deliveries of one message before the broker gives up on it: a message that
 # kills every consumer it reaches ends in calc.dead instead of looping forever.
 DELIVERY_LIMIT = 5
+# The longest a task waits in calc.retry.
+MAX_RETRY_DELAY_MS = 5000
 # An abandoned gateway's reply queue disappears after this long unused.
 REPLY_QUEUE_TTL_MS = 24 * 3600 * 1000
 
@@ -33,7 +35,15 @@ _TO_DEAD = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": DEAD}
 QUEUES: dict[str, dict[str, object]] = {
     REQUESTS: {**_QUORUM, **_TO_DEAD, "x-delivery-limit": DELIVERY_LIMIT},
     TASKS: {**_QUORUM, **_TO_DEAD, "x-delivery-limit": DELIVERY_LIMIT},
-    RETRY: {**_QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": TASKS},
+    # The queue TTL caps every message's stay: TTLs expire only at the head
+    # of a queue, so a message without its own (forged, or garbage) must not
+    # sit there holding the retries behind it.
+    RETRY: {
+        **_QUORUM,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": TASKS,
+        "x-message-ttl": MAX_RETRY_DELAY_MS,
+    },
     DEAD: dict(_QUORUM),
 }
 

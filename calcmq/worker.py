@@ -32,7 +32,15 @@ log = logging.getLogger(__name__)
 # One calculator call never takes longer than this, whatever the request's
 # deadline: a hung calculator is then retried like a dead one.
 CALL_TIMEOUT = 5.0
-MAX_RETRY_DELAY = 5.0
+MAX_RETRY_DELAY = topology.MAX_RETRY_DELAY_MS / 1000
+# gRPC's reconnect backoff grows to 120 s by default; a calculator that comes
+# back must be found within a retry or two, not minutes later.
+# https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -50,7 +58,7 @@ class Worker:
         self.name = name
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
-        self.channel = grpc.aio.insecure_channel(calculator_address)
+        self.channel = grpc.aio.insecure_channel(calculator_address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.CalculatorStub(self.channel)
         self.methods = {
             pb.SUM: self.stub.Sum,

@@ -131,6 +131,7 @@ class System:
             GATEWAY_ID=self.gateway_id,
             CALCULATOR_LISTEN=self.calculator_address,
             CALCULATOR_ADDRESS=self.calculator_address,
+            GATEWAY_STATE_DIR=str(self.workdir / "state"),
             LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )

@@ -31,14 +31,14 @@ def later(seconds: float = 30.0) -> float:
 
 
 class FakeClock:
-    """Stands in for time.monotonic, which Replies uses for result TTLs.
+    """Stands in for time.time, which Replies uses for result TTLs (they are
+    stored on disk, so they are wall-clock times).
 
-    Install it only outside a running event loop: asyncio's own clock is
-    time.monotonic too.
+    Install it only outside a running event loop.
     """
 
     def __init__(self) -> None:
-        self.now = time.monotonic()
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
@@ -47,7 +47,7 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch):
     fake = FakeClock()
-    monkeypatch.setattr(time, "monotonic", fake)
+    monkeypatch.setattr(time, "time", fake)
     return fake
 
 
@@ -166,7 +166,7 @@ def test_a_kept_result_is_returned_until_its_ttl_passes(monkeypatch):
     replies = Replies(result_ttl=10)
     asyncio.run(scenario(replies))
     clock = FakeClock()
-    monkeypatch.setattr(time, "monotonic", clock)
+    monkeypatch.setattr(time, "time", clock)
     assert kept(replies, "t-1").result == 4.0
     clock.now += 9.9
     assert kept(replies, "t-1").result == 4.0
