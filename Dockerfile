@@ -12,7 +12,11 @@ ENV PYTHONUNBUFFERED=1 \
 
 # The programs run as this unprivileged user; a numeric id lets Kubernetes'
 # runAsNonRoot verify it.
-RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin calcmq
+RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin calcmq \
+    && mkdir /state && chown 10001:10001 /state
+
+# The gateway keeps issued tickets here (compose mounts a volume on it).
+ENV GATEWAY_STATE_DIR=/state
 
 WORKDIR /app
 
