@@ -35,6 +35,7 @@ class SessionRefused(Exception):
 # retried by reconnecting, never shown to a user as a traceback.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,  # a RuntimeError, not an AMQPError
     aio_pika.exceptions.AMQPException,
     ConnectionError,
     OSError,
@@ -94,6 +95,13 @@ class Broker:
             confirm = await channel.default_exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
+        except asyncio.CancelledError:
+            # aiormq cancels the confirms pending on a channel that closes;
+            # unless it is our own task being cancelled, that is a lost broker.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise BrokerUnavailable("publish failed: the channel closed before the confirm") from None
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise BrokerUnavailable("broker refused the message (nack)")
 

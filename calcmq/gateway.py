@@ -100,6 +100,9 @@ class GatewayService(pb_grpc.GatewayServicer):
                 results.put_nowait(await self._outcome(future, deadline))
             except CalcError as exc:
                 results.put_nowait(codec.error_result(request.request_id, exc.code, exc.message))
+            except Exception:  # every request in a stream gets an answer, even a bug's
+                log.exception("failed a stream request")
+                results.put_nowait(codec.error_result(request.request_id, grpc.StatusCode.INTERNAL, "internal error"))
 
         async def read_all() -> None:
             tasks: set[asyncio.Task[None]] = set()

@@ -5,8 +5,8 @@ later than the request's, publish the reply (confirmed), then ack. A crash
 between publish and ack redelivers the task and the gateway drops the second
 answer; a crash before publish redelivers it and nothing is lost.
 
-A calculator that is down (UNAVAILABLE, or a call that timed out while the
-request still had time) is retried later, not by sleeping on the message: the
+A calculator that is down (UNAVAILABLE, a call that timed out while the
+request still had time, anything but a verdict on the request) is retried later, not by sleeping on the message: the
 task goes to calc.retry with a per-message TTL and the broker dead-letters it
 back to calc.tasks when the TTL runs out. Past MAX_ATTEMPTS or the deadline,
 the caller gets UNAVAILABLE or DEADLINE_EXCEEDED and the task goes to calc.dead.
@@ -41,7 +41,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# The calculator's verdicts on the request itself; any other status (down,
+# timed out, cancelled while it shut down, an internal error) is worth a retry.
+FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
 
 
 class Worker:
@@ -111,7 +113,7 @@ class Worker:
         try:
             response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in TRANSIENT:
+            if exc.code() not in FINAL:
                 log.warning("calculator %s on attempt %d: %s", exc.code().name, attempt, exc.details())
                 return None
             return codec.error_result(

@@ -231,3 +231,85 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > give_up:
             raise TimeoutError(f"gave up waiting for {what} after {timeout}s")
         time.sleep(0.1)
+
+
+# -- a broker node of our own, to stop and start without disturbing anyone ----
+
+
+class PrivateBroker:
+    """A RabbitMQ node on free loopback ports, with its own data, cookie and
+    node name, run as a child process: restarting it touches nobody else's
+    broker. Needs rabbitmq-server installed (not running)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.node = f"calcmq-{uuid.uuid4().hex[:8]}@localhost"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.env = {
+            **os.environ,
+            "HOME": str(workdir),  # the Erlang cookie lives here
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(workdir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq"),
+            "RABBITMQ_PID_FILE": str(workdir / "rabbitmq.pid"),
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
+
+    @staticmethod
+    def binary(name: str) -> str | None:
+        debian = Path("/usr/lib/rabbitmq/bin") / name  # Debian's wrapper would switch users
+        return str(debian) if debian.exists() else shutil.which(name)
+
+    def start(self) -> PrivateBroker:
+        server = self.binary("rabbitmq-server")
+        if server is None:
+            raise RuntimeError("rabbitmq-server is not installed")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cookie = self.workdir / ".erlang.cookie"
+        cookie.write_text(uuid.uuid4().hex)
+        cookie.chmod(0o600)
+        (self.workdir / "enabled_plugins").write_text("[].\n")
+        (self.workdir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        log = (self.workdir / "server.log").open("ab")
+        self.process = subprocess.Popen([server], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_port(60)
+        return self
+
+    def ctl(self, *args: str) -> None:
+        ctl = self.binary("rabbitmqctl")
+        assert ctl is not None
+        subprocess.run([ctl, "-q", "-n", self.node, *args], env=self.env, check=True, capture_output=True, timeout=60)
+
+    def wait_port(self, timeout: float) -> None:
+        def answers() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(answers, timeout, f"the private broker on port {self.port}")
+
+    def stop_app(self) -> None:
+        """Every client connection drops; the node keeps its data."""
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+        self.wait_port(60)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
