@@ -1,0 +1,109 @@
+"""The AMQP topology on the real broker: declarations, poison handling, the
+dispatcher's forwarding, each on a private vhost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from calcmq import codec, topology
+from calcmq.proto import calculator_pb2 as pb
+from tests.support import System, queue_depth, take_all, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def _declare_twice(url: str) -> dict[str, int]:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await topology.declare(channel)
+        await topology.declare(channel)  # idempotent: same arguments, no error
+        await topology.declare_reply_queue(channel, "calc.replies.t", topology.REPLY_QUEUE_TTL_MS)
+        counts = {}
+        for name in [*topology.QUEUES, "calc.replies.t"]:
+            declared = await channel.declare_queue(name, passive=True)
+            counts[name] = int(declared.declaration_result.message_count or 0)
+        return counts
+
+
+def test_declaring_the_topology_twice_is_harmless(vhost_url: str) -> None:
+    counts = asyncio.run(_declare_twice(vhost_url))
+    assert set(counts) == {"calc.requests", "calc.tasks", "calc.retry", "calc.dead", "calc.replies.t"}
+
+
+async def _crash_on(url: str, deliveries: int) -> None:
+    """Take the one task in calc.tasks and die holding it, `deliveries` times."""
+    for _ in range(deliveries):
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.TASKS, ensure=False)
+        message = await queue.get(fail=False, timeout=5)
+        if message is None:
+            await connection.close()
+            return
+        await connection.close()  # no ack: like a worker killed mid-task
+
+
+def test_a_poison_task_is_stopped_by_the_delivery_limit(vhost_url: str) -> None:
+    asyncio.run(_declare_twice(vhost_url))
+    request = pb.CalculationRequest(operation=pb.SUM, num1=1, num2=2, request_id="poison-1")
+    message = codec.request_message(request, reply_to="calc.replies.t", deadline=time.time() + 300, kind="call")
+    asyncio.run(_publish(vhost_url, topology.TASKS, message))
+    asyncio.run(_crash_on(vhost_url, topology.DELIVERY_LIMIT + 2))
+    wait_until(lambda: queue_depth(vhost_url, topology.DEAD) == 1, 10, "the poison task in calc.dead")
+    (dead,) = take_all(vhost_url, topology.DEAD)
+    assert dead.correlation_id == "poison-1"
+    assert dead.headers["x-first-death-reason"] == "delivery_limit"
+    assert queue_depth(vhost_url, topology.TASKS) == 0
+
+
+async def _publish(url: str, queue: str, message: aio_pika.Message) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(message, queue)
+
+
+def test_the_dispatcher_forwards_a_valid_request_with_its_properties(vhost_url: str, tmp_path: Path) -> None:
+    system = System(vhost_url, tmp_path, workers=0)
+    system.add("dispatcher", "rabbitmq_worker.py")
+    try:
+        request = pb.CalculationRequest(operation=pb.POWER, num1=2, num2=8, request_id="fwd-1")
+        deadline = time.time() + 60
+        message = codec.request_message(request, reply_to="calc.replies.t", deadline=deadline, kind="submit")
+        wait_until(lambda: "connected" in system.processes["dispatcher"].log(), 20, "the dispatcher")
+        asyncio.run(_publish(vhost_url, topology.REQUESTS, message))
+        wait_until(lambda: queue_depth(vhost_url, topology.TASKS) == 1, 10, "the forwarded task")
+        (task,) = take_all(vhost_url, topology.TASKS)
+        assert (task.correlation_id, task.message_id, task.reply_to) == ("fwd-1", "fwd-1", "calc.replies.t")
+        assert task.content_type == codec.REQUEST_TYPE
+        assert task.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+        assert task.headers[codec.H_DEADLINE] == int(deadline * 1000)
+        assert task.headers[codec.H_KIND] == "submit"
+        assert isinstance(task.expiration, (int, float)) and 0 < task.expiration <= 60
+        assert pb.CalculationRequest.FromString(task.body) == request
+        assert queue_depth(vhost_url, topology.REQUESTS) == 0
+    finally:
+        system.stop()
+
+
+def test_the_dispatcher_drops_an_expired_request(vhost_url: str, tmp_path: Path) -> None:
+    system = System(vhost_url, tmp_path, workers=0)
+    system.add("dispatcher", "rabbitmq_worker.py")
+    try:
+        request = pb.CalculationRequest(operation=pb.SUM, num1=1, num2=1, request_id="late-1")
+        # Expired by its header, though the broker's TTL (60 s) has not run out.
+        message = codec.request_message(
+            request, reply_to="calc.replies.t", deadline=time.time() - 1, kind="call", expiration=60
+        )
+        wait_until(lambda: "connected" in system.processes["dispatcher"].log(), 20, "the dispatcher")
+        asyncio.run(_publish(vhost_url, topology.REQUESTS, message))
+        wait_until(lambda: "deadline passed" in system.processes["dispatcher"].log(), 10, "the drop")
+        assert queue_depth(vhost_url, topology.TASKS) == 0
+    finally:
+        system.stop()
