@@ -11,6 +11,7 @@ log = logging.getLogger("api_gateway")
 
 SETTINGS = [
     "rabbitmq_url",
+    "rabbitmq_ca",
     "gateway_listen",
     "gateway_id",
     "gateway_max_inflight",

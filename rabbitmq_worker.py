@@ -13,12 +13,12 @@ log = logging.getLogger("rabbitmq_worker")
 def main() -> None:
     settings = config.load(
         "The calc-mq dispatcher: validates requests and hands them to the workers.",
-        ["rabbitmq_url", "dispatcher_prefetch"],
+        ["rabbitmq_url", "rabbitmq_ca", "dispatcher_prefetch"],
     )
     logs.setup(settings.log_level, "dispatcher")
 
     async def program(stop: asyncio.Event) -> None:
-        service = dispatcher.Dispatcher(settings.rabbitmq_url, settings.dispatcher_prefetch)
+        service = dispatcher.Dispatcher(settings)
         broker = asyncio.create_task(service.broker.run())
         log.info("dispatcher started")
         await stop.wait()

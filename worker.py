@@ -10,7 +10,15 @@ from calcmq.worker import Worker
 
 log = logging.getLogger("worker")
 
-SETTINGS = ["rabbitmq_url", "calculator_address", "worker_concurrency", "worker_name", "max_attempts", "retry_delay"]
+SETTINGS = [
+    "rabbitmq_url",
+    "rabbitmq_ca",
+    "calculator_address",
+    "worker_concurrency",
+    "worker_name",
+    "max_attempts",
+    "retry_delay",
+]
 
 
 def main() -> None:
@@ -18,14 +26,7 @@ def main() -> None:
     logs.setup(settings.log_level, "worker")
 
     async def program(stop: asyncio.Event) -> None:
-        worker = Worker(
-            broker_url=settings.rabbitmq_url,
-            calculator_address=settings.calculator_address,
-            name=settings.effective_worker_name(),
-            concurrency=settings.worker_concurrency,
-            max_attempts=settings.max_attempts,
-            retry_delay=settings.retry_delay,
-        )
+        worker = Worker(settings)
         broker = asyncio.create_task(worker.broker.run())
         log.info("worker %s started, calculator at %s", worker.name, settings.calculator_address)
         await stop.wait()

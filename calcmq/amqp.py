@@ -5,8 +5,9 @@ hands the channel to the program (`on_ready`), and waits for the connection or
 channel to close; then it backs off (capped, jittered, reset after a success,
 as pika's asynchronous_consumer_example does) and starts over. Consumers are
 set up again by `on_ready` on every new channel, so a broker restart costs a
-reconnect, not a crash. aio-pika and aiormq errors stop here: the rest of the
-code sees `BrokerUnavailable`.
+reconnect, not a crash. RABBITMQ_URL may list several addresses (a cluster):
+they are tried in turn, starting after the one that just failed. aio-pika and
+aiormq errors stop here: the rest of the code sees `BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -63,13 +66,16 @@ class Broker:
         url: str,
         *,
         name: str,
+        ca_file: str = "",
         prefetch: int,
         on_ready: OnReady,
         reply_queue: str | None = None,
         reply_queue_ttl_ms: int = topology.REPLY_QUEUE_TTL_MS,
         max_backoff: float = 5.0,
     ) -> None:
-        self._url = url
+        self._urls = parse_urls(url)
+        self._next = 0  # the address to try first: the last that worked, or the one after a failed one
+        self._ssl = ssl.create_default_context(cafile=ca_file or None)
         self._name = name
         self._prefetch = prefetch
         self._on_ready = on_ready
@@ -79,7 +85,7 @@ class Broker:
         self._channel: AbstractChannel | None = None
         self._connection: AbstractConnection | AbstractRobustConnection | None = None
         self._stopping = asyncio.Event()
-        self.reconnects = 0
+        self.sessions = 0
         self.on_state_change: Callable[[bool], None] = lambda up: None
 
     @property
@@ -117,22 +123,33 @@ class Broker:
                 await self._connect()
             except CONNECTION_ERRORS as exc:
                 delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
-                log.warning(
-                    "no session with broker %s (%s); retrying in %.1fs",
-                    mask_url(self._url),
-                    _describe(exc),
-                    delay,
-                )
+                log.warning("no broker session (%s); retrying in %.1fs", _describe(exc), delay)
                 continue
             delay = 0.0  # a session that got going resets the backoff
             await self._serve()
 
+    async def _open(self) -> tuple[AbstractConnection, str]:
+        """A connection to the first address that answers, starting from `_next`."""
+        failures = []
+        for offset in range(len(self._urls)):
+            index = (self._next + offset) % len(self._urls)
+            url = self._urls[index]
+            try:
+                connection = await aio_pika.connect(
+                    url,
+                    timeout=5,
+                    client_properties={"connection_name": self._name},
+                    ssl_context=self._ssl if url.startswith("amqps://") else None,
+                )
+            except CONNECTION_ERRORS as exc:
+                failures.append(f"{mask_url(url)}: {_describe(exc)}")
+                continue
+            self._next = index
+            return connection, url
+        raise ConnectionError("; ".join(failures))
+
     async def _connect(self) -> None:
-        connection = await aio_pika.connect(
-            self._url,
-            timeout=5,
-            client_properties={"connection_name": self._name},
-        )
+        connection, url = await self._open()
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self._prefetch)
@@ -144,11 +161,8 @@ class Broker:
             await _close_quietly(connection)
             raise
         self._connection, self._channel = connection, channel
-        if self.reconnects:
-            log.info("reconnected to broker %s", mask_url(self._url))
-        else:
-            log.info("connected to broker %s", mask_url(self._url))
-        self.reconnects += 1
+        log.info("%s to broker %s", "reconnected" if self.sessions else "connected", mask_url(url))
+        self.sessions += 1
         self.on_state_change(True)
 
     async def _serve(self) -> None:
@@ -166,6 +180,7 @@ class Broker:
         self.on_state_change(False)
         if not self._stopping.is_set():
             log.warning("lost the broker connection; reconnecting")
+            self._next = (self._next + 1) % len(self._urls)  # in a cluster, try another node first
         await _close_quietly(connection)
 
     async def _sleep(self, delay: float) -> None:
@@ -175,6 +190,24 @@ class Broker:
     def stop(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""
         self._stopping.set()
+
+
+def parse_urls(value: str) -> list[str]:
+    """RABBITMQ_URL as a list: comma-separated URLs, or after the first URL bare
+    `host[:port]` entries that borrow its scheme, credentials and vhost."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        raise SystemExit("error: RABBITMQ_URL is empty")
+    first = urlsplit(entries[0])
+    credentials = first.netloc.rpartition("@")[0]
+    urls = [entries[0]]
+    for entry in entries[1:]:
+        if "://" in entry:
+            urls.append(entry)
+        else:
+            netloc = f"{credentials}@{entry}" if credentials else entry
+            urls.append(urlunsplit(first._replace(netloc=netloc)))
+    return urls
 
 
 def _describe(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ def _setting(default: Any, env: str, help: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     rabbitmq_url: str = _setting("amqp://guest:guest@localhost:5672/%2F", "RABBITMQ_URL", "AMQP URL of the broker")
+    rabbitmq_ca: str = _setting("", "RABBITMQ_CA", "CA file to trust for amqps:// brokers (default: the system's)")
     gateway_listen: str = _setting("[::]:50051", "GATEWAY_LISTEN", "gateway gRPC listen address")
     gateway_address: str = _setting("localhost:50051", "GATEWAY_ADDRESS", "gateway address to call")
     gateway_id: str = _setting("", "GATEWAY_ID", "stable id naming the reply queue (default: from the host name)")

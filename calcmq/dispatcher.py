@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from calcmq import arithmetic, codec, logs, topology
 from calcmq.amqp import Broker
+from calcmq.config import Settings
 from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,15 @@ NAME = "dispatcher"
 
 
 class Dispatcher:
-    def __init__(self, broker_url: str, prefetch: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.consumer = QueueConsumer(topology.REQUESTS, self.handle)
-        self.broker = Broker(broker_url, name=NAME, prefetch=prefetch, on_ready=self.consumer.on_ready)
+        self.broker = Broker(
+            settings.rabbitmq_url,
+            ca_file=settings.rabbitmq_ca,
+            name=NAME,
+            prefetch=settings.dispatcher_prefetch,
+            on_ready=self.consumer.on_ready,
+        )
         self.forwarded = 0
         self.expired = 0
         self.rejected = 0

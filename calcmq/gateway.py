@@ -43,6 +43,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.consumer = QueueConsumer(self.reply_queue, self._on_reply)
         self.broker = Broker(
             settings.rabbitmq_url,
+            ca_file=settings.rabbitmq_ca,
             name=f"gateway {settings.effective_gateway_id()}",
             prefetch=REPLY_PREFETCH,
             on_ready=self._on_ready,

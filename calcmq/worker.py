@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from calcmq import codec, logs, topology
 from calcmq.amqp import Broker
+from calcmq.config import Settings
 from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject, reply
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
@@ -47,20 +48,11 @@ FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
 
 
 class Worker:
-    def __init__(
-        self,
-        *,
-        broker_url: str,
-        calculator_address: str,
-        name: str,
-        concurrency: int,
-        max_attempts: int,
-        retry_delay: float,
-    ) -> None:
-        self.name = name
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
-        self.channel = grpc.aio.insecure_channel(calculator_address, options=CHANNEL_OPTIONS)
+    def __init__(self, settings: Settings) -> None:
+        self.name = settings.effective_worker_name()
+        self.max_attempts = settings.max_attempts
+        self.retry_delay = settings.retry_delay
+        self.channel = grpc.aio.insecure_channel(settings.calculator_address, options=CHANNEL_OPTIONS)
         self.stub = pb_grpc.CalculatorStub(self.channel)
         self.methods = {
             pb.SUM: self.stub.Sum,
@@ -71,7 +63,13 @@ class Worker:
             pb.MODULO: self.stub.Modulo,
         }
         self.consumer = QueueConsumer(topology.TASKS, self.handle)
-        self.broker = Broker(broker_url, name=f"worker {name}", prefetch=concurrency, on_ready=self.consumer.on_ready)
+        self.broker = Broker(
+            settings.rabbitmq_url,
+            ca_file=settings.rabbitmq_ca,
+            name=f"worker {self.name}",
+            prefetch=settings.worker_concurrency,
+            on_ready=self.consumer.on_ready,
+        )
         self.completed = 0
         self.retried = 0
         self.expired = 0
