@@ -51,6 +51,13 @@ class Settings:
     )
     worker_name: str = _setting("", "WORKER_NAME", "name reported in results (default: host name and pid)")
     log_level: str = _setting("INFO", "LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("text", "LOG_FORMAT", "text (key=value lines) or json (one object per line)")
+    metrics_port: int = _setting(0, "METRICS_PORT", "serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: off)")
+    metrics_host: str = _setting("127.0.0.1", "METRICS_HOST", "address the metrics endpoint listens on")
+    auth_token: str = _setting("", "AUTH_TOKEN", "gateway: require 'authorization: Bearer <token>'; client: send it")
+    tls_cert: str = _setting("", "TLS_CERT", "gateway/calculator: serve gRPC over TLS with this certificate (PEM)")
+    tls_key: str = _setting("", "TLS_KEY", "gateway/calculator: the certificate's private key (PEM)")
+    tls_ca: str = _setting("", "TLS_CA", "client/worker: trust this CA (PEM) and call the gateway/calculator over TLS")
 
     def effective_gateway_id(self) -> str:
         gateway_id = self.gateway_id or socket.gethostname()
@@ -85,8 +92,10 @@ def _convert(name: str, kind: type, raw: str) -> Any:
         value = kind(raw)
     except ValueError:
         raise SystemExit(f"error: {_env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
-    if kind in (int, float) and not (math.isfinite(value) and value > 0):
-        raise SystemExit(f"error: {_env_name(name)} must be positive, got {raw}")
+    if kind in (int, float):
+        floor = 0 if Settings.__dataclass_fields__[name].default == 0 else 1e-9  # a default of 0 means "off"
+        if not (math.isfinite(value) and value >= floor):
+            raise SystemExit(f"error: {_env_name(name)} must be {'0 or more' if floor == 0 else 'positive'}, got {raw}")
     return value
 
 
