@@ -24,7 +24,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
 
-from calcmq import topology
+from calcmq import metrics, topology
 from calcmq.logs import mask_url
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,9 @@ class Broker:
             raise
         self._connection, self._channel = connection, channel
         log.info("%s to broker %s", "reconnected" if self.sessions else "connected", mask_url(url))
+        if self.sessions:
+            metrics.RECONNECTS.inc()
+        metrics.BROKER_UP.set(1)
         self.sessions += 1
         self.on_state_change(True)
 
@@ -177,6 +180,7 @@ class Broker:
         for w in waits:
             w.cancel()
         connection, self._connection, self._channel = self._connection, None, None
+        metrics.BROKER_UP.set(0)
         self.on_state_change(False)
         if not self._stopping.is_set():
             log.warning("lost the broker connection; reconnecting")

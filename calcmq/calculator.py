@@ -44,12 +44,12 @@ class CalculatorService(pb_grpc.CalculatorServicer):
         return await self._compute(pb.MODULO, request, context)
 
 
-async def create_server(address: str) -> tuple[grpc.aio.Server, int]:
+async def create_server(address: str, tls_cert: str = "", tls_key: str = "") -> tuple[grpc.aio.Server, int]:
     """A started Calculator server on `address` (port 0: any free port)."""
     server = grpc_util.new_server()
     pb_grpc.add_CalculatorServicer_to_server(CalculatorService(), server)
     health = grpc_util.add_health_and_reflection(server, [SERVICE_NAME])
-    port = grpc_util.bind(server, address)
+    port = grpc_util.bind(server, address, tls_cert, tls_key)
     await server.start()
     await grpc_util.set_serving(health, [SERVICE_NAME], True)
     return server, port

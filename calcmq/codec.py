@@ -174,3 +174,16 @@ def _check_body(message: AbstractIncomingMessage, expected_type: str) -> None:
         raise MalformedMessage(f"body of {len(message.body)} bytes is over {MAX_BODY_BYTES}")
     if message.content_type != expected_type:
         raise MalformedMessage(f"content_type {message.content_type!r} is not {expected_type!r}")
+
+
+_STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def status_of(code: int) -> grpc.StatusCode:
+    """The gRPC status for an `Error.code` number (UNKNOWN for a number gRPC lacks)."""
+    return _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+
+
+def outcome(result: pb.CalculationResult) -> str:
+    """ "OK", or the name of the result's error status: the metrics' outcome label."""
+    return status_of(result.error.code).name if result.HasField("error") else "OK"

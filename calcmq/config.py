@@ -57,6 +57,7 @@ class Settings:
     auth_token: str = _setting("", "AUTH_TOKEN", "gateway: require 'authorization: Bearer <token>'; client: send it")
     tls_cert: str = _setting("", "TLS_CERT", "gateway/calculator: serve gRPC over TLS with this certificate (PEM)")
     tls_key: str = _setting("", "TLS_KEY", "gateway/calculator: the certificate's private key (PEM)")
+    health_file: str = _setting("", "HEALTH_FILE", "dispatcher/worker: a liveness file kept fresh while connected")
     tls_ca: str = _setting("", "TLS_CA", "client/worker: trust this CA (PEM) and call the gateway/calculator over TLS")
 
     def effective_gateway_id(self) -> str:
@@ -130,9 +131,12 @@ def from_args(args: argparse.Namespace, names: Sequence[str]) -> Settings:
     return replace(settings, **overrides)
 
 
+COMMON = ["log_level", "log_format", "metrics_port", "metrics_host"]
+
+
 def load(description: str, names: Sequence[str], argv: Sequence[str] | None = None) -> Settings:
-    """Parse the flags of a server program and return its settings."""
+    """Parse the flags of a server program (its own, plus logging and metrics)."""
     parser = argparse.ArgumentParser(description=description)
-    add_flags(parser, [*names, "log_level"])
+    add_flags(parser, [*names, *COMMON])
     args = parser.parse_args(argv)
-    return from_args(args, [*names, "log_level"])
+    return from_args(args, [*names, *COMMON])

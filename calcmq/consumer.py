@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from calcmq import codec, logs, topology
+from calcmq import codec, logs, metrics, topology
 from calcmq.amqp import BROKER_TROUBLE, CLOSE_ERRORS, Broker
 from calcmq.proto import calculator_pb2 as pb
 
@@ -100,6 +100,7 @@ async def reject(
 ) -> None:
     """Answer whoever waits (if we can tell who), park the message in calc.dead, ack it."""
     log.warning("dead-lettering message from %s: %s", source, reason)
+    metrics.DEAD_LETTERS.labels(source).inc()
     # Only ever answer into a gateway's reply queue: a forged reply_to must
     # not make us publish into calc.tasks or anyone else's queue.
     reply_to = message.reply_to or ""

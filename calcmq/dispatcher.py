@@ -15,7 +15,7 @@ import logging
 import grpc
 from aio_pika.abc import AbstractIncomingMessage
 
-from calcmq import arithmetic, codec, logs, topology
+from calcmq import arithmetic, codec, logs, metrics, topology
 from calcmq.amqp import Broker
 from calcmq.config import Settings
 from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject
@@ -35,9 +35,6 @@ class Dispatcher:
             prefetch=settings.dispatcher_prefetch,
             on_ready=self.consumer.on_ready,
         )
-        self.forwarded = 0
-        self.expired = 0
-        self.rejected = 0
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         logs.request_id.set(message.correlation_id or "")
@@ -45,7 +42,7 @@ class Dispatcher:
             envelope = codec.decode_request(message)
             arithmetic.validate(envelope.request)
         except codec.MalformedMessage as exc:
-            self.rejected += 1
+            metrics.DISPATCHED.labels("rejected").inc()
             answer = None
             if message.correlation_id:
                 answer = codec.error_result(
@@ -54,16 +51,17 @@ class Dispatcher:
             await reject(self.broker, message, source=topology.REQUESTS, reason=str(exc), answer=answer)
             return
         except arithmetic.CalcError as exc:
-            self.rejected += 1
+            metrics.DISPATCHED.labels("rejected").inc()
             answer = codec.error_result(envelope.request_id, exc.code, exc.message, worker=NAME)
             await reject(self.broker, message, source=topology.REQUESTS, reason=exc.message, answer=answer)
             return
         if envelope.remaining() <= 0:
-            self.expired += 1
+            metrics.DISPATCHED.labels("expired").inc()
+            metrics.EXPIRED.labels(NAME).inc()
             log.info("dropped: deadline passed before dispatch")
             await ack(message)
             return
         await self.broker.publish(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
-        self.forwarded += 1
+        metrics.DISPATCHED.labels("forwarded").inc()
         await ack(message)
         log.debug("forwarded to %s", topology.TASKS)

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 import grpc
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from calcmq import arithmetic, codec, grpc_util, logs, topology
+from calcmq import arithmetic, codec, grpc_util, logs, metrics, topology
 from calcmq.amqp import Broker, BrokerUnavailable, SessionRefused
 from calcmq.arithmetic import CalcError
+from calcmq.auth import BearerTokenInterceptor
 from calcmq.config import Settings
 from calcmq.consumer import QueueConsumer, ack, reject
 from calcmq.proto import calculator_pb2 as pb
@@ -40,6 +41,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.reply_queue = topology.reply_queue_name(settings.effective_gateway_id())
         self.tickets = TicketStore(settings.ticket_store_path())
         self.replies = Replies(settings.result_ttl, self.tickets)
+        metrics.INFLIGHT.set_function(lambda: len(self.replies))
         self.consumer = QueueConsumer(self.reply_queue, self._on_reply)
         self.broker = Broker(
             settings.rabbitmq_url,
@@ -57,36 +59,37 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def Calculate(
         self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext
     ) -> pb.CalculationResult:
-        deadline = self._deadline(context)
-        try:
-            future = await self._start(_with_id(request), deadline, keep=False)
-            return _success_or_raise(await self._outcome(future, deadline))
-        except CalcError as exc:
-            await context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
+        result = await self._answer("Calculate", _with_id(request), self._deadline(context))
+        if result.HasField("error"):
+            await context.abort(codec.status_of(result.error.code), result.error.message)
+        return result
 
     async def Submit(self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext) -> pb.Ticket:
         request = _with_id(request)
         try:
             await self._start(request, time.time() + self.settings.result_ttl, keep=True)
         except CalcError as exc:
+            metrics.REQUESTS.labels("Submit", _operation(request), exc.code.name).inc()
             await context.abort(exc.code, exc.message)
+        metrics.REQUESTS.labels("Submit", _operation(request), "OK").inc()
         return pb.Ticket(request_id=request.request_id)
 
     async def GetResult(self, ticket: pb.Ticket, context: grpc.aio.ServicerContext) -> pb.CalculationResult:
         request_id = ticket.request_id
         logs.request_id.set(request_id)
-        try:
-            result = self.replies.result(request_id)
-            if result is not None:
-                return _success_or_raise(result)
-            future = self.replies.waiting(request_id)
-            if future is None:
-                raise CalcError(grpc.StatusCode.NOT_FOUND, "no such ticket (never issued, or expired)")
-            return _success_or_raise(await self._outcome(future, self._deadline(context)))
-        except CalcError as exc:
-            await context.abort(exc.code, exc.message)
-            raise
+        result = self.replies.result(request_id)
+        if result is None:
+            try:
+                future = self.replies.waiting(request_id)
+                if future is None:
+                    raise CalcError(grpc.StatusCode.NOT_FOUND, "no such ticket (never issued, or expired)")
+                result = await self._outcome(future, self._deadline(context))
+            except CalcError as exc:
+                result = codec.error_result(request_id, exc.code, exc.message)
+        metrics.REQUESTS.labels("GetResult", "", codec.outcome(result)).inc()
+        if result.HasField("error"):
+            await context.abort(codec.status_of(result.error.code), result.error.message)
+        return result
 
     async def CalculateStream(
         self, request_iterator: AsyncIterator[pb.CalculationRequest], context: grpc.aio.ServicerContext
@@ -97,10 +100,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         async def one(request: pb.CalculationRequest) -> None:
             request = _with_id(request)
             try:
-                future = await self._start(request, deadline, keep=False)
-                results.put_nowait(await self._outcome(future, deadline))
-            except CalcError as exc:
-                results.put_nowait(codec.error_result(request.request_id, exc.code, exc.message))
+                results.put_nowait(await self._answer("CalculateStream", request, deadline))
             except Exception:  # every request in a stream gets an answer, even a bug's
                 log.exception("failed a stream request")
                 results.put_nowait(codec.error_result(request.request_id, grpc.StatusCode.INTERNAL, "internal error"))
@@ -124,6 +124,18 @@ class GatewayService(pb_grpc.GatewayServicer):
             reader.cancel()
 
     # -- the shared path -----------------------------------------------------
+
+    async def _answer(self, rpc: str, request: pb.CalculationRequest, deadline: float) -> pb.CalculationResult:
+        """The request's result, or its error as a result; counted and timed."""
+        started = time.perf_counter()
+        try:
+            future = await self._start(request, deadline, keep=False)
+            result = await self._outcome(future, deadline)
+        except CalcError as exc:
+            result = codec.error_result(request.request_id, exc.code, exc.message)
+        metrics.REQUESTS.labels(rpc, _operation(request), codec.outcome(result)).inc()
+        metrics.LATENCY.labels(rpc).observe(time.perf_counter() - started)
+        return result
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
         remaining: float | None = context.time_remaining()
@@ -192,7 +204,8 @@ class GatewayService(pb_grpc.GatewayServicer):
             await reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None)
             return
         from_submit = (message.headers or {}).get(codec.H_KIND) == codec.KIND_SUBMIT
-        self.replies.deliver(result, from_submit)
+        if not self.replies.deliver(result, from_submit):
+            metrics.REPLIES_DROPPED.inc()
         await ack(message)
 
 
@@ -206,17 +219,8 @@ def _with_id(request: pb.CalculationRequest) -> pb.CalculationRequest:
     return named
 
 
-def _success_or_raise(result: pb.CalculationResult) -> pb.CalculationResult:
-    if result.HasField("error"):
-        raise CalcError(_status(result.error.code), result.error.message)
-    return result
-
-
-def _status(code: int) -> grpc.StatusCode:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status
-    return grpc.StatusCode.UNKNOWN
+def _operation(request: pb.CalculationRequest) -> str:
+    return arithmetic.OPERATION_NAMES.get(request.operation, "UNKNOWN")
 
 
 async def create_server(settings: Settings, address: str) -> tuple[grpc.aio.Server, int, GatewayService]:
@@ -224,10 +228,10 @@ async def create_server(settings: Settings, address: str) -> tuple[grpc.aio.Serv
     service = GatewayService(settings)
     if restored := service.replies.restore():
         log.info("took back %d unexpired ticket(s) from %s", restored, service.tickets.path)
-    server = grpc_util.new_server()
+    server = grpc_util.new_server([BearerTokenInterceptor(settings.auth_token)] if settings.auth_token else None)
     pb_grpc.add_GatewayServicer_to_server(service, server)
     health = grpc_util.HealthReporter(grpc_util.add_health_and_reflection(server, [SERVICE_NAME]), [SERVICE_NAME])
-    port = grpc_util.bind(server, address)
+    port = grpc_util.bind(server, address, settings.tls_cert, settings.tls_key)
     service.health = health
     # SERVING only while the broker link is up: calls would fail otherwise.
     service.broker.on_state_change = health.report

@@ -7,6 +7,7 @@ Both are the standard services (grpcio-health-checking, grpcio-reflection), so
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,16 +22,39 @@ SERVER_OPTIONS = [
 ]
 
 
-def new_server() -> grpc.aio.Server:
-    return grpc.aio.server(options=SERVER_OPTIONS)
+def new_server(interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> grpc.aio.Server:
+    return grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
 
 
-def bind(server: grpc.aio.Server, address: str) -> int:
-    """Listen on `address`; port 0 picks a free one. Returns the port."""
-    port: int = server.add_insecure_port(address)
+def bind(server: grpc.aio.Server, address: str, tls_cert: str = "", tls_key: str = "") -> int:
+    """Listen on `address`, over TLS when given a certificate and key; port 0
+    picks a free one. Returns the port."""
+    if bool(tls_cert) != bool(tls_key):
+        raise SystemExit("error: TLS_CERT and TLS_KEY go together: set both or neither")
+    try:
+        if tls_cert:
+            pair = (Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())
+            port: int = server.add_secure_port(address, grpc.ssl_server_credentials([pair]))
+        else:
+            port = server.add_insecure_port(address)
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read the TLS files: {exc}") from None
+    except RuntimeError:
+        port = 0
     if port == 0:
         raise SystemExit(f"error: cannot listen on {address}")
     return port
+
+
+def client_channel(address: str, tls_ca: str = "", options: list[tuple[str, int]] | None = None) -> grpc.aio.Channel:
+    """A channel to one of our servers: TLS trusting `tls_ca` when given, else plaintext."""
+    if not tls_ca:
+        return grpc.aio.insecure_channel(address, options=options)
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(tls_ca).read_bytes())
+    except OSError as exc:
+        raise SystemExit(f"error: cannot read TLS_CA: {exc}") from None
+    return grpc.aio.secure_channel(address, credentials, options=options)
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: list[str]) -> health.aio.HealthServicer:

@@ -9,6 +9,7 @@ tags every line that handler (and what it awaits) logs.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import sys
 from urllib.parse import urlsplit, urlunsplit
@@ -23,16 +24,41 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def setup(level: str, program: str) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (LOG_FORMAT=json)."""
+
+    def __init__(self, program: str) -> None:
+        super().__init__()
+        self._program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname,
+            "program": self._program,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if rid := request_id.get():
+            entry["request_id"] = rid
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup(level: str, program: str, fmt: str = "text") -> None:
     """Configure the root logger for one program; stderr, so stdout stays for results."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter(
-            f"%(asctime)s.%(msecs)03d level=%(levelname)s program={program}%(rid)s %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter(program))
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s.%(msecs)03d level=%(levelname)s program={program}%(rid)s %(message)s",
+                datefmt="%Y-%m-%dT%H:%M:%S",
+            )
         )
-    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     try:

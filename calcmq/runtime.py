@@ -14,9 +14,23 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from calcmq import logs, metrics
+from calcmq.config import Settings
+
 log = logging.getLogger(__name__)
 
 Program = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def prepare(settings: Settings, name: str) -> None:
+    """What every program does first: logging, then metrics if asked for."""
+    logs.setup(settings.log_level, name, settings.log_format)
+    try:
+        metrics.serve(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise SystemExit(
+            f"error: cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}"
+        ) from None
 
 
 def run(program: Program) -> None:

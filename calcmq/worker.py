@@ -21,7 +21,7 @@ import time
 import grpc
 from aio_pika.abc import AbstractIncomingMessage
 
-from calcmq import codec, logs, topology
+from calcmq import arithmetic, codec, grpc_util, logs, metrics, topology
 from calcmq.amqp import Broker
 from calcmq.config import Settings
 from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject, reply
@@ -52,7 +52,7 @@ class Worker:
         self.name = settings.effective_worker_name()
         self.max_attempts = settings.max_attempts
         self.retry_delay = settings.retry_delay
-        self.channel = grpc.aio.insecure_channel(settings.calculator_address, options=CHANNEL_OPTIONS)
+        self.channel = grpc_util.client_channel(settings.calculator_address, settings.tls_ca, CHANNEL_OPTIONS)
         self.stub = pb_grpc.CalculatorStub(self.channel)
         self.methods = {
             pb.SUM: self.stub.Sum,
@@ -70,9 +70,6 @@ class Worker:
             prefetch=settings.worker_concurrency,
             on_ready=self.consumer.on_ready,
         )
-        self.completed = 0
-        self.retried = 0
-        self.expired = 0
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         logs.request_id.set(message.correlation_id or "")
@@ -83,7 +80,7 @@ class Worker:
             return
         remaining = envelope.remaining()
         if remaining <= 0:
-            self.expired += 1
+            metrics.EXPIRED.labels("worker").inc()
             log.info("dropped: deadline passed before a worker got it")
             await ack(message)
             return
@@ -93,8 +90,9 @@ class Worker:
             await self._retry_or_give_up(message, envelope, attempt)
             return
         await reply(self.broker, envelope.reply_to, result, envelope.kind)
-        self.completed += 1
         await ack(message)
+        operation = arithmetic.OPERATION_NAMES.get(envelope.request.operation, "UNKNOWN")
+        metrics.TASKS.labels(operation, codec.outcome(result)).inc()
 
     async def _calculate(self, envelope: codec.Envelope, attempt: int, timeout: float) -> pb.CalculationResult | None:
         """The result (or the caller's error), or None when worth another try."""
@@ -109,7 +107,8 @@ class Worker:
                 attempts=attempt,
             )
         try:
-            response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
+            with metrics.CALCULATOR_LATENCY.time():
+                response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in FINAL:
                 log.warning("calculator %s on attempt %d: %s", exc.code().name, attempt, exc.details())
@@ -125,7 +124,7 @@ class Worker:
     async def _retry_or_give_up(self, message: AbstractIncomingMessage, envelope: codec.Envelope, attempt: int) -> None:
         delay = min(self.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY) * random.uniform(0.5, 1.0)
         if attempt < self.max_attempts and envelope.remaining(time.time() + delay) > 0:
-            self.retried += 1
+            metrics.RETRIES.inc()
             log.info("retrying in %.2fs (attempt %d of %d)", delay, attempt, self.max_attempts)
             retry = codec.forward(envelope, attempts=attempt, expiration=delay)
             await self.broker.publish(retry, topology.RETRY, PUBLISH_TIMEOUT)
