@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The calc-mq command-line client: `python calculator_client.py --help`."""
 
 import sys

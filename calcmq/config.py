@@ -116,8 +116,16 @@ def add_flags(parser: argparse.ArgumentParser, names: Sequence[str], *, suppress
             dest=name,
             metavar=env,
             default=argparse.SUPPRESS if suppress else None,
-            help=f"{f.metadata['help']} (default: {f.default!r})",
+            help=_help(f.metadata["help"], f.default),
         )
+
+
+def _help(text: str, default: Any) -> str:
+    """The flag's help: its text, then its default unless the text already says it or
+    it is empty; escaped, since argparse %-formats help (the URL's %2F)."""
+    if "default" not in text and default not in ("", None):
+        text = f"{text} (default: {default})"
+    return text.replace("%", "%%")
 
 
 def from_args(args: argparse.Namespace, names: Sequence[str]) -> Settings:
