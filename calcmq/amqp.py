@@ -85,6 +85,7 @@ class Broker:
         self._channel: AbstractChannel | None = None
         self._connection: AbstractConnection | AbstractRobustConnection | None = None
         self._stopping = asyncio.Event()
+        self._abandoned = asyncio.Event()
         self.sessions = 0
         self.on_state_change: Callable[[bool], None] = lambda up: None
 
@@ -99,6 +100,12 @@ class Broker:
             raise BrokerUnavailable("broker unreachable")
         try:
             confirm = await channel.default_exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
+        except aiormq.exceptions.DeliveryError as exc:
+            # A nack. RabbitMQ 3.10 can nack every publish, for as long as the
+            # channel lives, on a channel that first published to a quorum
+            # queue before its new leader was elected: start a new session.
+            self._abandon("the broker refused a message (nack)")
+            raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
         except asyncio.CancelledError:
@@ -109,6 +116,7 @@ class Broker:
                 raise
             raise BrokerUnavailable("publish failed: the channel closed before the confirm") from None
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            self._abandon("the broker refused a message (nack)")
             raise BrokerUnavailable("broker refused the message (nack)")
 
     async def run(self) -> None:
@@ -166,6 +174,7 @@ class Broker:
             metrics.RECONNECTS.inc()
         metrics.BROKER_UP.set(1)
         self.sessions += 1
+        self._abandoned.clear()
         self.on_state_change(True)
 
     async def _serve(self) -> None:
@@ -175,6 +184,7 @@ class Broker:
             asyncio.ensure_future(self._connection.closed()),
             asyncio.ensure_future(self._channel.closed()),
             asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._abandoned.wait()),
         ]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
@@ -190,6 +200,12 @@ class Broker:
     async def _sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+    def _abandon(self, reason: str) -> None:
+        """Give up on this session and start a new one."""
+        if not self._abandoned.is_set():
+            log.warning("starting a new broker session: %s", reason)
+            self._abandoned.set()
 
     def stop(self) -> None:
         """Close the connection; unacked deliveries go back to their queues."""

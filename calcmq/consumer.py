@@ -26,6 +26,7 @@ Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 # Publishing a reply or a dead letter must not outlive a stuck broker forever.
 PUBLISH_TIMEOUT = 10.0
+REQUEUE_PAUSE = 0.5
 
 
 class QueueConsumer:
@@ -52,7 +53,12 @@ class QueueConsumer:
         try:
             await self._handler(message)
         except BROKER_TROUBLE as exc:
-            log.warning("left message unacked, broker trouble: %s", exc)
+            log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
+            if not message.channel.is_closed:
+                # The session lives on (a publish timed out): hand the message
+                # back, after a pause so a struggling broker is not hammered.
+                await asyncio.sleep(REQUEUE_PAUSE)
+                await _settle(message.nack(requeue=True))
         except Exception:
             log.exception("unexpected error; returning the message to %s", self.queue_name)
             await _settle(message.nack(requeue=True))

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import aiormq
 import grpc
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
@@ -38,7 +39,8 @@ REPLY_PREFETCH = 1000
 class GatewayService(pb_grpc.GatewayServicer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.reply_queue = topology.reply_queue_name(settings.effective_gateway_id())
+        self.gateway_id = settings.effective_gateway_id()
+        self.reply_queue = topology.reply_queue_name(self.gateway_id)
         self.tickets = TicketStore(settings.ticket_store_path())
         self.replies = Replies(settings.result_ttl, self.tickets)
         metrics.INFLIGHT.set_function(lambda: len(self.replies))
@@ -187,13 +189,15 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def _on_ready(self, channel: AbstractChannel) -> None:
         """Consume our reply queue, unless another gateway with our id already does.
 
-        Two consumers would split the replies between them (and quorum queues
-        ignore basic.consume's exclusive flag), so the second one waits, not
-        serving, until the first is gone.
+        Two consumers would split the replies between them. Quorum queues
+        ignore basic.consume's exclusive flag, and a consumer count is no
+        proof (a dead cluster node's consumers stay listed), so the lock is an
+        exclusive queue: the broker deletes it with its owner's connection.
         """
-        declared = await channel.declare_queue(self.reply_queue, passive=True)
-        if declared.declaration_result.consumer_count:
-            raise SessionRefused(f"another gateway consumes {self.reply_queue}; GATEWAY_ID must be unique")
+        try:
+            await channel.declare_queue(topology.gateway_lock_name(self.gateway_id), exclusive=True)
+        except aiormq.exceptions.ChannelLockedResource:
+            raise SessionRefused(f"another gateway consumes {self.reply_queue}; GATEWAY_ID must be unique") from None
         await self.consumer.on_ready(channel)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:

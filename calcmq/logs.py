@@ -66,9 +66,12 @@ def setup(level: str, program: str, fmt: str = "text") -> None:
     except ValueError:
         root.setLevel(logging.INFO)
         logging.getLogger(__name__).warning("unknown LOG_LEVEL=%s, using INFO", level)
-    # aiormq and grpc are chatty at INFO about things we already report.
-    for noisy in ("aiormq", "aio_pika", "grpc"):
-        logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+    # aiormq and aio-pika log a lost connection with a traceback; the Broker
+    # reports it in one line, so they speak only at DEBUG. grpc is chatty.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
+    for noisy in ("aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(quiet)
+    logging.getLogger("grpc").setLevel(max(root.level, logging.WARNING))
 
 
 def mask_url(url: str) -> str:

@@ -52,6 +52,11 @@ def reply_queue_name(gateway_id: str) -> str:
     return REPLY_PREFIX + gateway_id
 
 
+def gateway_lock_name(gateway_id: str) -> str:
+    """An exclusive queue held by the one gateway using `gateway_id`."""
+    return f"calc.gateway-lock.{gateway_id}"
+
+
 async def declare(channel: AbstractChannel) -> None:
     """Declare the shared queues; idempotent."""
     for name, arguments in QUEUES.items():

@@ -9,6 +9,8 @@ broker, and its own GATEWAY_ID and ports.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -233,25 +235,34 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.1)
 
 
-# -- a broker node of our own, to stop and start without disturbing anyone ----
+# -- broker nodes of our own, to stop, start and kill without disturbing anyone --
 
 
 class PrivateBroker:
     """A RabbitMQ node on free loopback ports, with its own data, cookie and
     node name, run as a child process: restarting it touches nobody else's
-    broker. Needs rabbitmq-server installed (not running)."""
+    broker. Needs rabbitmq-server installed (not running).
 
-    def __init__(self, workdir: Path) -> None:
+    Nodes given the same `cookie` can form a cluster (`join`); each still has
+    its own AMQP and distribution ports, data directory and HOME. The node
+    runs in a process group of its own (the rabbitmq-server shell, the Erlang
+    VM and its helpers), led by the shell: `kill` and `stop` signal it by that
+    PID, and nodes still running when the interpreter exits are killed.
+    """
+
+    def __init__(self, workdir: Path, *, node: str | None = None, cookie: str | None = None) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.node = f"calcmq-{uuid.uuid4().hex[:8]}@localhost"
+        self.dist_port = free_port()
+        self.node = node or f"calcmq-{uuid.uuid4().hex[:8]}@localhost"
+        self.cookie = cookie or uuid.uuid4().hex
         self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
-            "HOME": str(workdir),  # the Erlang cookie lives here
+            "HOME": str(workdir),  # the Erlang cookie lives here, for the node and for rabbitmqctl
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(workdir / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
@@ -263,39 +274,65 @@ class PrivateBroker:
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
 
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     @staticmethod
     def binary(name: str) -> str | None:
         debian = Path("/usr/lib/rabbitmq/bin") / name  # Debian's wrapper would switch users
         return str(debian) if debian.exists() else shutil.which(name)
 
-    def start(self) -> PrivateBroker:
+    def launch(self) -> PrivateBroker:
+        """Start the node without waiting for it (see `wait_port`)."""
         server = self.binary("rabbitmq-server")
         if server is None:
             raise RuntimeError("rabbitmq-server is not installed")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cookie = self.workdir / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex)
+        cookie.write_text(self.cookie)
         cookie.chmod(0o600)
         (self.workdir / "enabled_plugins").write_text("[].\n")
         (self.workdir / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
         )
         log = (self.workdir / "server.log").open("ab")
-        self.process = subprocess.Popen([server], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [server], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        _RUNNING_NODES.add(self)
+        return self
+
+    def start(self) -> PrivateBroker:
+        self.launch()
         self.wait_port(60)
         return self
 
-    def ctl(self, *args: str) -> None:
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """rabbitmqctl against this node, with its cookie; returns the output."""
         ctl = self.binary("rabbitmqctl")
         assert ctl is not None
-        subprocess.run([ctl, "-q", "-n", self.node, *args], env=self.env, check=True, capture_output=True, timeout=60)
+        done = subprocess.run(
+            [ctl, "-q", "-n", self.node, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl -n {self.node} {' '.join(args)}: {done.stderr.strip() or done.stdout}")
+        return done.stdout
 
     def wait_port(self, timeout: float) -> None:
         def answers() -> bool:
+            assert self.alive(), f"the private broker {self.node} exited; see {self.workdir / 'server.log'}"
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", self.port)) == 0
 
         wait_until(answers, timeout, f"the private broker on port {self.port}")
+
+    def join(self, other: PrivateBroker) -> None:
+        """Make this node a member of `other`'s cluster (same cookie needed)."""
+        self.ctl("stop_app")
+        self.ctl("join_cluster", other.node)
+        self.ctl("start_app")
+        self.wait_port(60)
 
     def stop_app(self) -> None:
         """Every client connection drops; the node keeps its data."""
@@ -305,11 +342,79 @@ class PrivateBroker:
         self.ctl("start_app")
         self.wait_port(60)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+    def alive(self) -> bool:
+        """The node's shell has not exited (it waits for the Erlang VM)."""
+        return self.process is not None and self.process.returncode is None and not self._exited()
+
+    def _exited(self) -> bool:
+        # WNOWAIT leaves the shell unreaped, so its PID (our process group's id)
+        # cannot be reused by another process until `_reap`.
+        assert self.process is not None
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:  # not reaped: the group id is still ours
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signum)
+
+    def _reap(self) -> None:
+        assert self.process is not None
+        self._signal_group(signal.SIGKILL)  # whatever outlived the shell (the VM, its helpers)
+        self.process.wait(10)
+        _RUNNING_NODES.discard(self)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to the whole node (its epmd registration lingers briefly)."""
+        if self.process is None:
+            return
+        self._signal_group(signal.SIGKILL)
+        self._reap()
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (the shell stops the node cleanly), then SIGKILL if it overstays."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        if not self._exited():
+            self.process.send_signal(signal.SIGTERM)
+            give_up = time.monotonic() + timeout
+            while not self._exited() and time.monotonic() < give_up:
+                time.sleep(0.1)
+        self._reap()
+
+
+# Nodes launched and not yet stopped: killed at exit should a test run end
+# without its finalizers (a hard timeout, Ctrl-C twice).
+_RUNNING_NODES: set[PrivateBroker] = set()
+
+
+@atexit.register
+def _kill_running_nodes() -> None:
+    for node in list(_RUNNING_NODES):
+        node.kill()
+
+
+@contextmanager
+def private_cluster(workdir: Path, size: int = 3) -> Iterator[list[PrivateBroker]]:
+    """`size` PrivateBrokers, calcmq-<hex>-1@localhost and on, sharing one cookie,
+    clustered (each joined to the first). Every node is stopped on the way out."""
+    tag = uuid.uuid4().hex[:8]
+    cookie = uuid.uuid4().hex
+    nodes = [
+        PrivateBroker(workdir / f"node{i}", node=f"calcmq-{tag}-{i}@localhost", cookie=cookie)
+        for i in range(1, size + 1)
+    ]
+    try:
+        for node in nodes:  # boot side by side: a node takes seconds to start
+            node.launch()
+        for node in nodes:
+            node.wait_port(90)
+        for node in nodes[1:]:
+            node.join(nodes[0])
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
