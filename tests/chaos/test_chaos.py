@@ -97,26 +97,32 @@ def test_a_calculator_down_for_3_seconds_is_ridden_out(chaos_system: System) -> 
     assert_serving(chaos_system)
 
 
-def test_a_broker_restart_loses_nothing(vhost_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.fixture
+def on_private_broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[PrivateBroker, System]]:
+    """The system on a broker node of its own, which the test may restart."""
     broker = PrivateBroker(tmp_path / "broker").start()
     system = System(broker.url, tmp_path, workers=2, extra_env=WORKER_ENV)
     try:
-        system.start()
-        load = StreamLoad(system.gateway_address, "broker-restart", TOTAL).start()
-        load.wait_answered(TOTAL // 3)
-        broker.stop_app()
-        load.assert_mid_load()
-        time.sleep(2)
-        broker.start_app()
-        # Requests that reach the gateway while the broker is away are refused
-        # at once with UNAVAILABLE: a clear error, not a loss.
-        assert_clean(load.join(), "broker stop_app 2 s, start_app", allowed_errors=("UNAVAILABLE",))
-        system.wait_serving(system.gateway_address)
-        assert_serving(system)
+        yield broker, system.start()
     finally:
         system.stop()
         broker.stop()
         show_logs_if_failed(request, system)
+
+
+def test_a_broker_restart_loses_nothing(on_private_broker: tuple[PrivateBroker, System]) -> None:
+    broker, system = on_private_broker
+    load = StreamLoad(system.gateway_address, "broker-restart", TOTAL).start()
+    load.wait_answered(TOTAL // 3)
+    broker.stop_app()
+    load.assert_mid_load()
+    time.sleep(2)
+    broker.start_app()
+    # Requests that reach the gateway while the broker is away are refused
+    # at once with UNAVAILABLE: a clear error, not a loss.
+    assert_clean(load.join(), "broker stop_app 2 s, start_app", allowed_errors=("UNAVAILABLE",))
+    system.wait_serving(system.gateway_address)
+    assert_serving(system)
 
 
 def test_a_gateway_killed_between_submit_and_get_result_keeps_every_ticket(chaos_system: System) -> None:
