@@ -250,8 +250,11 @@ class PrivateBroker:
     PID, and nodes still running when the interpreter exits are killed.
     """
 
-    def __init__(self, workdir: Path, *, node: str | None = None, cookie: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, node: str | None = None, cookie: str | None = None, extra_conf: str = ""
+    ) -> None:
         self.workdir = workdir
+        self.extra_conf = extra_conf  # more rabbitmq.conf lines (a TLS listener, say)
         self.port = free_port()
         self.dist_port = free_port()
         self.node = node or f"calcmq-{uuid.uuid4().hex[:8]}@localhost"
@@ -294,7 +297,7 @@ class PrivateBroker:
         cookie.chmod(0o600)
         (self.workdir / "enabled_plugins").write_text("[].\n")
         (self.workdir / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n{self.extra_conf}"
         )
         log = (self.workdir / "server.log").open("ab")
         self.process = subprocess.Popen(

@@ -19,7 +19,7 @@ from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 from tests.certs import make_certs
 from tests.conftest import show_logs_if_failed
-from tests.support import ROOT, System, free_port, rabbitmqctl, wait_until
+from tests.support import ROOT, PrivateBroker, System, free_port, rabbitmqctl, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +169,29 @@ def _serving(health: health_pb2_grpc.HealthStub) -> bool:
     except grpc.RpcError:
         return False
     return bool(status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_amqps_to_a_tls_broker(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The three AMQP programs reach a broker that only speaks TLS, trusting RABBITMQ_CA."""
+    certs = make_certs(tmp_path / "certs")
+    tls_port = free_port()
+    broker = PrivateBroker(
+        tmp_path / "broker",
+        extra_conf=(
+            f"listeners.ssl.default = 127.0.0.1:{tls_port}\n"
+            f"ssl_options.cacertfile = {certs.ca}\nssl_options.certfile = {certs.cert}\n"
+            f"ssl_options.keyfile = {certs.key}\nssl_options.verify = verify_none\n"
+            "ssl_options.fail_if_no_peer_cert = false\n"
+        ),
+    )
+    system = System(f"amqps://guest:guest@127.0.0.1:{tls_port}/%2F", tmp_path, workers=1)
+    system.extra_env["RABBITMQ_CA"] = str(certs.ca)
+    try:
+        broker.start()
+        system.start()
+        assert pb_grpc.GatewayStub(grpc.insecure_channel(system.gateway_address)).Calculate(SUM, timeout=10).result == 5
+        assert "connected to broker amqps://guest:***@127.0.0.1" in system.processes["worker1"].log()
+    finally:
+        system.stop()
+        broker.stop()
+        show_logs_if_failed(request, system)
