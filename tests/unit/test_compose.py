@@ -275,3 +275,9 @@ def test_healthcheck_usage_error_exits_1() -> None:
     done = _probe()
     assert done.returncode == 1
     assert "usage" in done.stderr
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    done = subprocess.run([str(hadolint), str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
