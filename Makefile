@@ -35,6 +35,10 @@ demo: $(STAMP)  ## start the five programs, run the client demo, stop them
 	scripts/ensure_broker.sh
 	$(PY) scripts/demo.py
 
+bench: $(STAMP)  ## run the benchmark (bench/run.py; ARGS=--quick for a 60 s smoke run)
+	scripts/ensure_broker.sh
+	$(PY) bench/run.py $(ARGS)
+
 broker:  ## make sure a RabbitMQ broker answers at RABBITMQ_URL
 	scripts/ensure_broker.sh
 
