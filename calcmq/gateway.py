@@ -97,10 +97,14 @@ class GatewayService(pb_grpc.GatewayServicer):
         self, request_iterator: AsyncIterator[pb.CalculationRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CalculationResult]:
         results: asyncio.Queue[pb.CalculationResult | None] = asyncio.Queue()
-        deadline = self._deadline(context)
+        # A stream with a deadline gives it to every request; one without gives
+        # each request REQUEST_TIMEOUT from its own arrival, so a long stream
+        # does not run its later requests out of time.
+        stream_deadline = None if context.time_remaining() is None else self._deadline(context)
 
         async def one(request: pb.CalculationRequest) -> None:
             request = _with_id(request)
+            deadline = stream_deadline or time.time() + self.settings.request_timeout
             try:
                 results.put_nowait(await self._answer("CalculateStream", request, deadline))
             except Exception:  # every request in a stream gets an answer, even a bug's

@@ -9,7 +9,9 @@ serving. Each prints one `chaos ...:` line with its figures (`pytest -m chaos -s
 
 from __future__ import annotations
 
+import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 from tests.chaos.load import StreamLoad, Verdict, redeem_all, submit_all
 from tests.conftest import show_logs_if_failed
-from tests.support import PrivateBroker, System, publish_raw, queue_depth, take_all, wait_until
+from tests.support import PrivateBroker, System, free_port, publish_raw, queue_depth, take_all, wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
@@ -143,19 +145,40 @@ def test_sigterm_to_each_component_in_turn_loses_nothing(chaos_system: System) -
         load.assert_mid_load()
         restart(chaos_system, name)
     assert_clean(load.join(), "SIGTERM worker, dispatcher, calculator, worker in turn")
-    # The gateway last: calls in flight when it gets SIGTERM still get their answers.
-    with grpc.insecure_channel(chaos_system.gateway_address) as channel:
-        stub = pb_grpc.GatewayStub(channel)
-        calls = [
-            stub.Calculate.future(pb.CalculationRequest(operation=pb.SUM, num1=i, num2=i), timeout=30)
-            for i in range(200)
-        ]
-        time.sleep(0.3)  # they have reached the gateway
-        assert chaos_system.processes["gateway"].stop() == 0
-        assert [call.result().result for call in calls] == [2 * i for i in range(200)]
-    restart(chaos_system, "gateway")
+    _sigterm_the_gateway_with_calls_waiting_in_it(chaos_system)
+    for name in ("worker2", "gateway"):
+        restart(chaos_system, name)
     chaos_system.wait_serving(chaos_system.gateway_address)
     assert_serving(chaos_system)
+
+
+def _sigterm_the_gateway_with_calls_waiting_in_it(system: System, calls: int = 200) -> None:
+    """Calls waiting in the gateway when it gets SIGTERM still get their answers."""
+    for name in ("worker1", "worker2"):
+        assert system.processes[name].stop() == 0
+    metrics_port = free_port()  # to see the calls arrive
+    assert system.processes["gateway"].stop() == 0
+    gateway = system.add("gateway", "api_gateway.py", METRICS_PORT=str(metrics_port))
+    system.wait_serving(system.gateway_address)
+    with grpc.insecure_channel(system.gateway_address) as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        futures = [
+            stub.Calculate.future(pb.CalculationRequest(operation=pb.SUM, num1=i, num2=i), timeout=60)
+            for i in range(calls)
+        ]
+        wait_until(lambda: _inflight(metrics_port) == calls, 30, f"{calls} calls waiting in the gateway")
+        gateway.signal(signal.SIGTERM)
+        restart(system, "worker1")  # answers arrive while the gateway drains
+        assert [f.result().result for f in futures] == [2 * i for i in range(calls)]
+    assert gateway.wait(30) == 0
+
+
+def _inflight(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("calcmq_gateway_inflight "):
+                return float(line.split()[1])
+    return -1.0
 
 
 GARBAGE = [

@@ -151,3 +151,18 @@ def test_sigterm_stops_every_program_with_exit_0(system_for_garbage: System) -> 
     assert codes == {name: 0 for name in codes}
     for process in system_for_garbage.processes.values():
         assert "Traceback" not in process.log(), process.name
+
+
+def test_a_stream_without_a_deadline_gives_each_request_its_own_time(bare: System) -> None:
+    bare.extra_env["REQUEST_TIMEOUT"] = "1.5"
+    bare.workers = 1
+    bare.start()
+
+    def slowly() -> Iterator[pb.CalculationRequest]:
+        for i in range(8):  # 8 requests over ~3 s: longer than REQUEST_TIMEOUT
+            yield pb.CalculationRequest(operation=pb.SUM, num1=i, num2=1, request_id=f"slow-{i}")
+            time.sleep(0.4)
+
+    results = list(stub(bare).CalculateStream(slowly()))  # no deadline on the call
+    assert sorted(r.result for r in results) == [i + 1 for i in range(8)]
+    assert not any(r.HasField("error") for r in results)
