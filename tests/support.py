@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -29,8 +30,23 @@ import grpc
 from aio_pika.abc import AbstractIncomingMessage
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from calcmq.proto import calculator_pb2 as pb
+
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_HOST = os.environ.get("CALCMQ_TEST_BROKER", "localhost:5672")
+
+
+def expected(op: int, a: float, b: float) -> float:
+    """The right answer, by Python's own operators: the tests' oracle."""
+    table: dict[int, float] = {
+        pb.SUM: a + b,
+        pb.SUBTRACT: a - b,
+        pb.MULTIPLY: a * b,
+        pb.DIVIDE: a / b,
+        pb.POWER: math.pow(a, b),
+        pb.MODULO: a % b,
+    }
+    return table[op]
 
 
 def rabbitmqctl(*args: str) -> None:

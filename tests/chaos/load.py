@@ -9,7 +9,6 @@ allows may be non-zero.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections import defaultdict
@@ -21,6 +20,7 @@ import grpc
 
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
+from tests import support
 
 OPS = [pb.SUM, pb.SUBTRACT, pb.MULTIPLY, pb.DIVIDE, pb.POWER, pb.MODULO]
 
@@ -35,16 +35,7 @@ def make_requests(prefix: str, total: int) -> dict[str, pb.CalculationRequest]:
 
 
 def expected(request: pb.CalculationRequest) -> float:
-    a, b = request.num1, request.num2
-    table = {
-        pb.SUM: a + b,
-        pb.SUBTRACT: a - b,
-        pb.MULTIPLY: a * b,
-        pb.DIVIDE: a / b,
-        pb.POWER: math.pow(a, b),
-        pb.MODULO: a % b,
-    }
-    return table[request.operation]
+    return support.expected(request.operation, request.num1, request.num2)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
-from tests.support import System
+from tests.support import System, expected
 
 pytestmark = pytest.mark.e2e
 
@@ -28,18 +28,6 @@ CASES = [
     (pb.MULTIPLY, 1e-300, 1e-300, 0.0),
     (pb.DIVIDE, 1, 3, 1 / 3),
 ]
-
-
-def expected(op: int, a: float, b: float) -> float:
-    table: dict[int, float] = {
-        pb.SUM: a + b,
-        pb.SUBTRACT: a - b,
-        pb.MULTIPLY: a * b,
-        pb.DIVIDE: a / b,
-        pb.POWER: math.pow(a, b),
-        pb.MODULO: a % b,
-    }
-    return table[op]
 
 
 def call_error(gateway: pb_grpc.GatewayStub, request: pb.CalculationRequest, timeout: float = 10) -> grpc.RpcError:
