@@ -210,3 +210,23 @@ def test_garbage_on_every_queue_under_load_is_dead_lettered(chaos_system: System
     junk = [m for m in dead if (m.correlation_id or "").startswith("junk-")]
     assert len(junk) == 40, f"{len(junk)} of 40 garbage messages in {topology.DEAD}"
     assert all(m.headers.get(codec.H_REASON) for m in junk)
+
+
+def test_a_blocked_broker_is_back_pressure_not_a_crash(on_private_broker: tuple[PrivateBroker, System]) -> None:
+    """A memory alarm blocks publishers (connection.blocked): calls wait or fail
+    by their deadline, nothing crashes, and the flow resumes when it clears."""
+    broker, system = on_private_broker
+    with grpc.insecure_channel(system.gateway_address) as channel:
+        stub = pb_grpc.GatewayStub(channel)
+        assert stub.Calculate(pb.CalculationRequest(operation=pb.SUM, num1=1, num2=1), timeout=10).result == 2
+        broker.ctl("set_vm_memory_high_watermark", "0")  # https://www.rabbitmq.com/docs/memory: 0 blocks publishing
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Calculate(pb.CalculationRequest(operation=pb.SUM, num1=2, num2=2), timeout=2)
+        assert info.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)  # type: ignore[attr-defined]
+        assert time.monotonic() - started < 5, "a blocked broker must not hold a call past its deadline"
+        waiting = stub.Calculate.future(pb.CalculationRequest(operation=pb.SUM, num1=3, num2=3), timeout=30)
+        time.sleep(1.5)
+        broker.ctl("set_vm_memory_high_watermark", "0.4")
+        assert waiting.result().result == 6, "a call waiting through the alarm completes after it"
+    assert_serving(system)
