@@ -20,10 +20,15 @@ from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from calcmq.proto import calculator_pb2 as pb
+from calcmq.topology import REPLY_PREFIX
 
 REQUEST_TYPE = "application/x-protobuf; proto=calculator.CalculationRequest"
 RESULT_TYPE = "application/x-protobuf; proto=calculator.CalculationResult"
 MAX_BODY_BYTES = 64 * 1024
+# The longest a request may live. RabbitMQ refuses (and closes the channel
+# over) an expiration past ten years; we stay far below, and refuse more.
+MAX_DEADLINE_SECONDS = 7 * 24 * 3600
+MAX_ATTEMPTS_HEADER = 1000
 
 H_DEADLINE = "x-deadline-ms"
 H_ATTEMPTS = "x-attempts"
@@ -63,7 +68,7 @@ def request_message(
     expiration: float | None = None,
 ) -> aio_pika.Message:
     """Build the AMQP message for a request; `expiration` defaults to the time left."""
-    ttl = deadline - time.time() if expiration is None else expiration
+    ttl = min(deadline - time.time() if expiration is None else expiration, MAX_DEADLINE_SECONDS)
     return aio_pika.Message(
         request.SerializeToString(),
         content_type=REQUEST_TYPE,
@@ -101,20 +106,25 @@ def decode_request(message: AbstractIncomingMessage) -> Envelope:
         raise MalformedMessage("correlation_id is missing")
     if request.request_id != request_id:
         raise MalformedMessage("correlation_id does not match the body's request_id")
-    if not message.reply_to:
-        raise MalformedMessage("reply_to is missing")
+    reply_to = message.reply_to or ""
+    if not reply_to.startswith(REPLY_PREFIX):
+        raise MalformedMessage(f"reply_to is not a gateway's reply queue ({REPLY_PREFIX}*)")
     headers = message.headers or {}
     deadline_ms = headers.get(H_DEADLINE)
     if not isinstance(deadline_ms, int) or isinstance(deadline_ms, bool):
         raise MalformedMessage(f"header {H_DEADLINE} is missing or not an integer")
+    if deadline_ms > (time.time() + MAX_DEADLINE_SECONDS + 3600) * 1000:
+        raise MalformedMessage(f"header {H_DEADLINE} is more than {MAX_DEADLINE_SECONDS // 86400} days ahead")
     attempts = headers.get(H_ATTEMPTS, 0)
+    if not isinstance(attempts, int) or not 0 <= attempts <= MAX_ATTEMPTS_HEADER:
+        raise MalformedMessage(f"header {H_ATTEMPTS} is not an integer from 0 to {MAX_ATTEMPTS_HEADER}")
     kind = headers.get(H_KIND, KIND_CALL)
     return Envelope(
         request=request,
         request_id=request_id,
-        reply_to=message.reply_to,
+        reply_to=reply_to,
         deadline=deadline_ms / 1000,
-        attempts=attempts if isinstance(attempts, int) else 0,
+        attempts=attempts,
         kind=KIND_SUBMIT if kind == KIND_SUBMIT else KIND_CALL,
     )
 
@@ -182,6 +192,15 @@ _STATUS_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 def status_of(code: int) -> grpc.StatusCode:
     """The gRPC status for an `Error.code` number (UNKNOWN for a number gRPC lacks)."""
     return _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
+
+
+# Verdicts on the request itself; any other error (UNAVAILABLE, DEADLINE_EXCEEDED...)
+# says nothing about the request, and a retry with the same id runs it again.
+FINAL_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE})
+
+
+def is_final(result: pb.CalculationResult) -> bool:
+    return not result.HasField("error") or status_of(result.error.code) in FINAL_ERRORS
 
 
 def outcome(result: pb.CalculationResult) -> str:

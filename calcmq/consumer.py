@@ -54,7 +54,7 @@ class QueueConsumer:
             await self._handler(message)
         except BROKER_TROUBLE as exc:
             log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
-            if not message.channel.is_closed:
+            if _channel_open(message):
                 # The session lives on (a publish timed out): hand the message
                 # back, after a pause so a struggling broker is not hammered.
                 await asyncio.sleep(REQUEUE_PAUSE)
@@ -77,6 +77,13 @@ class QueueConsumer:
             _, pending = await asyncio.wait(self._inflight, timeout=timeout)
             if pending:
                 log.warning("%d message(s) unfinished; the broker will redeliver them", len(pending))
+
+
+def _channel_open(message: AbstractIncomingMessage) -> bool:
+    try:
+        return not message.channel.is_closed
+    except CLOSE_ERRORS:  # aio-pika raises, rather than answer, for a closed channel
+        return False
 
 
 async def _settle(action: Awaitable[object]) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
 PUBLISH_TIMEOUT = 5.0
+STREAM_WINDOW = 1024
 REPLY_PREFETCH = 1000
 
 
@@ -69,7 +70,9 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def Submit(self, request: pb.CalculationRequest, context: grpc.aio.ServicerContext) -> pb.Ticket:
         request = _with_id(request)
         try:
-            await self._start(request, time.time() + self.settings.result_ttl, keep=True)
+            await self._start(
+                request, time.time() + min(self.settings.result_ttl, codec.MAX_DEADLINE_SECONDS), keep=True
+            )
         except CalcError as exc:
             metrics.REQUESTS.labels("Submit", _operation(request), exc.code.name).inc()
             await context.abort(exc.code, exc.message)
@@ -113,21 +116,36 @@ class GatewayService(pb_grpc.GatewayServicer):
 
         async def read_all() -> None:
             tasks: set[asyncio.Task[None]] = set()
-            async for request in request_iterator:
-                task = asyncio.create_task(one(request))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.wait(tasks)
-            results.put_nowait(None)
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                for task in tasks:
+                    task.cancel()
+                raise
+            finally:
+                results.put_nowait(None)  # whatever happened, the writer below ends
 
+        # A client that writes and never reads stalls its own stream at
+        # STREAM_WINDOW requests, instead of growing the gateway's memory.
+        window = asyncio.Semaphore(STREAM_WINDOW)
         reader = asyncio.create_task(read_all())
         try:
             while (result := await results.get()) is not None:
                 yield result
-            await reader  # surfaces a broken request stream
+                window.release()
+            await asyncio.wait([reader])
+            error = None if reader.cancelled() else reader.exception()
         finally:
             reader.cancel()
+        if error is not None:
+            log.info("a stream's requests could not be read: %s", error)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a request in the stream could not be read")
 
     # -- the shared path -----------------------------------------------------
 
@@ -147,7 +165,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         remaining: float | None = context.time_remaining()
         if remaining is None:
             remaining = self.settings.request_timeout
-        return time.time() + remaining
+        return time.time() + min(remaining, codec.MAX_DEADLINE_SECONDS)
 
     async def _start(
         self, request: pb.CalculationRequest, deadline: float, keep: bool
@@ -157,12 +175,17 @@ class GatewayService(pb_grpc.GatewayServicer):
         logs.request_id.set(request_id)
         arithmetic.check_request_id(request_id)
         if (result := self.replies.result(request_id)) is not None:
-            done: asyncio.Future[pb.CalculationResult] = asyncio.get_running_loop().create_future()
-            done.set_result(result)
-            return done
-        if (future := self.replies.waiting(request_id)) is not None:
+            if codec.is_final(result):
+                done: asyncio.Future[pb.CalculationResult] = asyncio.get_running_loop().create_future()
+                done.set_result(result)
+                return done
+            self.replies.drop_result(request_id)  # a transient failure: a retry runs it again
+        kept = self.replies.kept(request_id)
+        if kept is not None and (kept or not keep):
             log.info("joined a request already in flight (repeated request_id)")
-            return future
+            return await self.replies.joined(request_id)
+        # Past here: a new request, or a Submit of an id under way as a Calculate,
+        # which is published again as a submit so its result is kept.
         if not self.broker.ready:
             raise CalcError(grpc.StatusCode.UNAVAILABLE, "broker unreachable")
         if len(self.replies) >= self.settings.gateway_max_inflight:
@@ -178,6 +201,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             error = CalcError(grpc.StatusCode.UNAVAILABLE, str(exc))
             self.replies.forget(request_id, error)
             raise error from None
+        self.replies.confirmed(request_id)
         log.debug("published operation %d", request.operation)
         return future
 

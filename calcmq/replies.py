@@ -16,6 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 class _Waiting:
     future: asyncio.Future[pb.CalculationResult]
     keep: bool  # keep the result for GetResult (a Submit)
+    deadline: float
+    # Resolved once the broker confirmed the request: a caller who joins a
+    # request under way waits for it, so no ticket is handed out before then.
+    published: asyncio.Future[None]
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -49,20 +54,56 @@ class Replies:
         entry = self._waiting.get(request_id)
         return entry.future if entry else None
 
+    def kept(self, request_id: str) -> bool | None:
+        """Whether the request under way keeps its result (a Submit); None if none is."""
+        entry = self._waiting.get(request_id)
+        return entry.keep if entry else None
+
+    async def joined(self, request_id: str) -> asyncio.Future[pb.CalculationResult]:
+        """The request under way, once the broker has it (CalcError if it never will)."""
+        entry = self._waiting[request_id]
+        await asyncio.shield(entry.published)
+        return entry.future
+
+    def confirmed(self, request_id: str) -> None:
+        entry = self._waiting.get(request_id)
+        if entry is not None and not entry.published.done():
+            entry.published.set_result(None)
+
+    def drop_result(self, request_id: str) -> None:
+        """Forget a kept result (a transient failure that a retry should run again)."""
+        self._results.pop(request_id, None)
+        if self._store is not None:
+            self._store.discard(request_id)
+
     def result(self, request_id: str) -> pb.CalculationResult | None:
         self._purge()
         kept = self._results.get(request_id)
         return kept[1] if kept else None
 
     def expect(self, request_id: str, deadline: float, keep: bool) -> asyncio.Future[pb.CalculationResult]:
-        """Start waiting for `request_id` until `deadline` (epoch seconds)."""
+        """Start waiting for `request_id` until `deadline` (epoch seconds).
+
+        A request already under way as a Calculate is upgraded by a Submit:
+        its waiters keep their future, which now also keeps its result, until
+        the later of the two deadlines.
+        """
         loop = asyncio.get_running_loop()
-        entry = _Waiting(loop.create_future(), keep)
-        entry.future.add_done_callback(_mark_retrieved)
-        entry.timer = loop.call_later(max(deadline - time.time(), 0), self._expire, request_id, entry)
-        self._waiting[request_id] = entry
+        entry = self._waiting.get(request_id)
+        if entry is None:
+            entry = _Waiting(loop.create_future(), keep, deadline, loop.create_future())
+            entry.future.add_done_callback(_mark_retrieved)
+            self._waiting[request_id] = entry
+        else:
+            self._finish(entry)
+            entry.keep = entry.keep or keep
+            entry.deadline = max(entry.deadline, deadline)
+            if entry.published.done():
+                entry.published = loop.create_future()
+        entry.published.add_done_callback(_mark_retrieved)
+        entry.timer = loop.call_later(max(entry.deadline - time.time(), 0), self._expire, request_id, entry)
         if keep and self._store is not None:
-            self._store.issued(request_id, deadline)
+            self._store.issued(request_id, entry.deadline)
         return entry.future
 
     def restore(self) -> int:
@@ -73,6 +114,7 @@ class Replies:
         for ticket in tickets:
             if ticket.result is None:
                 self.expect(ticket.request_id, ticket.expires_at, keep=True)
+                self.confirmed(ticket.request_id)  # it was, before the restart
             else:
                 result = pb.CalculationResult()
                 result.ParseFromString(ticket.result)
@@ -84,8 +126,9 @@ class Replies:
         entry = self._waiting.pop(request_id, None)
         if entry is not None:
             self._finish(entry)
-            if not entry.future.done():
-                entry.future.set_exception(error)
+            for future in (entry.future, entry.published):
+                if not future.done():
+                    future.set_exception(error)
             if entry.keep and self._store is not None:
                 self._store.discard(request_id)
 
@@ -97,6 +140,8 @@ class Replies:
         if entry is not None:
             self._finish(entry)
             entry.future.set_result(result)
+            if not entry.published.done():  # an answer proves the broker had it
+                entry.published.set_result(None)
             if entry.keep:
                 self._keep(request_id, result)
             return True
@@ -110,10 +155,10 @@ class Replies:
     def _expire(self, request_id: str, entry: _Waiting) -> None:
         if self._waiting.get(request_id) is entry:
             del self._waiting[request_id]
-            if not entry.future.done():
-                entry.future.set_exception(
-                    CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline")
-                )
+            error = CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline")
+            for future in (entry.future, entry.published):
+                if not future.done():
+                    future.set_exception(error)
 
     @staticmethod
     def _finish(entry: _Waiting) -> None:
@@ -140,7 +185,7 @@ class Replies:
             del self._results[request_id]
 
 
-def _mark_retrieved(future: asyncio.Future[pb.CalculationResult]) -> None:
+def _mark_retrieved(future: asyncio.Future[Any]) -> None:
     """A Submit's future may fail with nobody awaiting it; that is not a bug to warn about."""
     if not future.cancelled():
         future.exception()

@@ -42,9 +42,6 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
-# The calculator's verdicts on the request itself; any other status (down,
-# timed out, cancelled while it shut down, an internal error) is worth a retry.
-FINAL = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
 
 
 class Worker:
@@ -110,7 +107,9 @@ class Worker:
             with metrics.CALCULATOR_LATENCY.time():
                 response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in FINAL:
+            # Only a verdict on the request is final; anything else (down, timed
+            # out, cancelled while it shut down, an internal error) is retried.
+            if exc.code() not in codec.FINAL_ERRORS:
                 log.warning("calculator %s on attempt %d: %s", exc.code().name, attempt, exc.details())
                 return None
             return codec.error_result(
@@ -122,7 +121,7 @@ class Worker:
         )
 
     async def _retry_or_give_up(self, message: AbstractIncomingMessage, envelope: codec.Envelope, attempt: int) -> None:
-        delay = min(self.retry_delay * 2 ** (attempt - 1), MAX_RETRY_DELAY) * random.uniform(0.5, 1.0)
+        delay = min(self.retry_delay * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY) * random.uniform(0.5, 1.0)
         if attempt < self.max_attempts and envelope.remaining(time.time() + delay) > 0:
             metrics.RETRIES.inc()
             log.info("retrying in %.2fs (attempt %d of %d)", delay, attempt, self.max_attempts)

@@ -3,7 +3,12 @@ its status code, work nobody waits for is dropped, and nothing crashes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +171,96 @@ def test_a_stream_without_a_deadline_gives_each_request_its_own_time(bare: Syste
     results = list(stub(bare).CalculateStream(slowly()))  # no deadline on the call
     assert sorted(r.result for r in results) == [i + 1 for i in range(8)]
     assert not any(r.HasField("error") for r in results)
+
+
+def test_an_unreadable_request_in_a_stream_ends_it_with_invalid_argument(system_for_garbage: System) -> None:
+    with grpc.insecure_channel(system_for_garbage.gateway_address) as channel:
+        raw = channel.stream_stream(
+            "/calculator.Gateway/CalculateStream",
+            request_serializer=lambda body: body,
+            response_deserializer=pb.CalculationResult.FromString,
+        )
+        frames = [SUM.SerializeToString(), b"\\xff\\xff\\xff"]
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            list(raw(iter(frames)))  # no deadline: it must end by itself
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert time.monotonic() - started < 10
+
+
+def test_a_deadline_of_decades_is_served_not_refused(system_for_garbage: System) -> None:
+    grpcurl = str(Path(sys.executable).parent / "grpcurl")
+    request = '{"operation":"SUM","num1":2,"num2":3}'
+    for _ in range(3):  # each once took the gateway's broker session down
+        done = subprocess.run(
+            [grpcurl, "-plaintext", "-max-time", "5000000000", "-d", request, system_for_garbage.gateway_address,
+             "calculator.Gateway/Calculate"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"] == 5
+    assert "lost the broker connection" not in system_for_garbage.processes["gateway"].log()
+
+
+def test_a_submit_of_an_id_under_way_as_a_calculate_gets_a_redeemable_ticket(bare: System) -> None:
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    gateway = stub(bare)
+    request = pb.CalculationRequest(operation=pb.MULTIPLY, num1=6, num2=7, request_id=f"join-{uuid.uuid4()}")
+    calculate = gateway.Calculate.future(request, timeout=1.5)  # no worker yet: it will time out
+    time.sleep(0.3)
+    ticket = gateway.Submit(request, timeout=10)
+    with pytest.raises(grpc.RpcError):
+        calculate.result()
+    bare.add("calculator", "calculator_server.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1")
+    assert gateway.GetResult(ticket, timeout=20).result == 42
+
+
+def test_a_transient_failure_is_not_the_final_answer_for_its_id(bare: System) -> None:
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1", RETRY_DELAY="0.05", MAX_ATTEMPTS="2")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    gateway = stub(bare)
+    request = pb.CalculationRequest(operation=pb.SUM, num1=1, num2=2, request_id=f"retry-{uuid.uuid4()}")
+    ticket = gateway.Submit(request, timeout=10)
+    assert code_of(lambda: gateway.GetResult(ticket, timeout=20)) == grpc.StatusCode.UNAVAILABLE
+    bare.add("calculator", "calculator_server.py")
+    bare.wait_serving(bare.calculator_address)
+    gateway.Submit(request, timeout=10)  # the client retries with the same id: it runs again
+    assert gateway.GetResult(ticket, timeout=20).result == 3
+
+
+def test_a_stream_client_that_never_reads_stalls_its_stream(bare: System) -> None:
+    """Past what HTTP/2 flow control buffers, the gateway stops taking requests
+    from a stream whose answers nobody reads, instead of piling them up."""
+    metrics_port = free_port()
+    bare.add("calculator", "calculator_server.py")
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("worker1", "worker.py", WORKER_NAME="worker1")
+    bare.add("gateway", "api_gateway.py", METRICS_PORT=str(metrics_port))
+    bare.wait_serving(bare.gateway_address)
+    total = 30_000
+    # Without BDP probing the client's HTTP/2 window stays at 64 KiB, so what
+    # the transport buffers is small and the stall shows quickly.
+    with grpc.insecure_channel(bare.gateway_address, options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        requests = (pb.CalculationRequest(operation=pb.SUM, num1=i, num2=1) for i in range(total))
+        call = pb_grpc.GatewayStub(channel).CalculateStream(requests, timeout=120)  # never read
+        wait_until(lambda: _stream_served(metrics_port) > 500, 60, "the stream to get going")
+        time.sleep(3)
+        stalled = _stream_served(metrics_port)
+        time.sleep(3)
+        assert _stream_served(metrics_port) == stalled < total, "the gateway kept taking requests"
+        call.cancel()
+
+
+def _stream_served(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("calcmq_gateway_requests_total{") and 'rpc="CalculateStream"' in line
+    )
