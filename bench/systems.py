@@ -194,6 +194,7 @@ def calcmq(bench: Bench, workers: int) -> Iterator[tuple[Group, str]]:
         "GATEWAY_LISTEN": gateway,
         "GATEWAY_ADDRESS": gateway,
         "GATEWAY_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "GATEWAY_STATE_DIR": str(bench.logs / "gateway-state"),  # not the user's own ticket store
         "CALCULATOR_ADDRESS": bench.calculator_address,
     }
     group = Group(env, bench.logs)
