@@ -4,6 +4,8 @@ dispatcher's forwarding, each on a private vhost."""
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -107,3 +109,17 @@ def test_the_dispatcher_drops_an_expired_request(vhost_url: str, tmp_path: Path)
         assert queue_depth(vhost_url, topology.TASKS) == 0
     finally:
         system.stop()
+
+
+def test_a_reply_queue_expires_when_its_gateway_is_gone_for_good(vhost_url: str) -> None:
+    """An abandoned gateway's reply queue has a queue TTL (x-expires), so it cleans itself up."""
+    asyncio.run(_declare_twice(vhost_url))
+    vhost = vhost_url.rsplit("/", 1)[1]
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "arguments", "--formatter", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    arguments = {q["name"]: {key: value for key, _type, value in q["arguments"]} for q in json.loads(listed.stdout)}
+    assert arguments["calc.replies.t"]["x-expires"] == topology.REPLY_QUEUE_TTL_MS
+    assert arguments["calc.tasks"]["x-delivery-limit"] == topology.DELIVERY_LIMIT
+    assert arguments["calc.retry"]["x-dead-letter-routing-key"] == topology.TASKS
