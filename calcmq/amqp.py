@@ -30,6 +30,9 @@ from calcmq.logs import mask_url
 log = logging.getLogger(__name__)
 
 
+ABANDON_PAUSE = 2.0
+
+
 class SessionRefused(Exception):
     """`on_ready` found the session unusable for now (e.g. a GATEWAY_ID in use); try again later."""
 
@@ -106,7 +109,7 @@ class Broker:
             # queue before its new leader was elected: start a new session.
             self._abandon("the broker refused a message (nack)")
             raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
-        except CONNECTION_ERRORS as exc:
+        except Exception as exc:  # aiormq also raises a bare Exception when a write drains into a dead socket
             raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
         except asyncio.CancelledError:
             # aiormq cancels the confirms pending on a channel that closes;
@@ -129,12 +132,18 @@ class Broker:
                     return
             try:
                 await self._connect()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # whatever went wrong, this loop must go on
                 delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
                 log.warning("no broker session (%s); retrying in %.1fs", _describe(exc), delay)
                 continue
             delay = 0.0  # a session that got going resets the backoff
             await self._serve()
+            if self._abandoned.is_set():
+                # Right after a cluster node is lost, a fresh channel may be
+                # nacked again until the queues' new leaders are elected; and
+                # every lost session returns its unacked messages, each return
+                # counting towards the delivery limit. So pause first.
+                delay = ABANDON_PAUSE * random.uniform(1.0, 1.5)
 
     async def _open(self) -> tuple[AbstractConnection, str]:
         """A connection to the first address that answers, starting from `_next`."""

@@ -90,8 +90,8 @@ async def _settle(action: Awaitable[object]) -> None:
     """Ack or nack, tolerating a channel that closed meanwhile (the broker redelivers)."""
     try:
         await action
-    except CLOSE_ERRORS as exc:
-        log.warning("could not settle message: %s", exc)
+    except Exception as exc:  # a closed channel, or aiormq's bare Exception from a dead socket
+        log.warning("could not settle message: %s", exc or type(exc).__name__)
 
 
 async def ack(message: AbstractIncomingMessage) -> None:

@@ -23,7 +23,9 @@ REPLY_PREFIX = "calc.replies."
 
 # Deliveries of one message before the broker gives up on it: a message that
 # kills every consumer it reaches ends in calc.dead instead of looping forever.
-DELIVERY_LIMIT = 5
+# Each lost session of a consumer returns its unacked messages, and every
+# return counts too: leave room for a few failovers.
+DELIVERY_LIMIT = 10
 # The longest a task waits in calc.retry.
 MAX_RETRY_DELAY_MS = 5000
 # An abandoned gateway's reply queue disappears after this long unused.
