@@ -158,7 +158,7 @@ class Broker:
                     client_properties={"connection_name": self._name},
                     ssl_context=self._ssl if url.startswith("amqps://") else None,
                 )
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # any failure here means: try the next address
                 failures.append(f"{mask_url(url)}: {_describe(exc)}")
                 continue
             self._next = index
