@@ -1,13 +1,19 @@
 """One AMQP connection per program, kept open for as long as the program runs.
 
 `Broker.run()` connects, opens one confirming channel, declares the topology,
-hands the channel to the program (`on_ready`), and waits for the connection or
-channel to close; then it backs off (capped, jittered, reset after a success,
-as pika's asynchronous_consumer_example does) and starts over. Consumers are
-set up again by `on_ready` on every new channel, so a broker restart costs a
-reconnect, not a crash. RABBITMQ_URL may list several addresses (a cluster):
-they are tried in turn, starting after the one that just failed. aio-pika and
-aiormq errors stop here: the rest of the code sees `BrokerUnavailable`.
+hands the `Session` to the program (`on_ready`), and waits for the connection
+or channel to close; then it backs off (capped, jittered, reset after a
+success, as pika's asynchronous_consumer_example does) and starts over.
+Consumers are set up again by `on_ready` on every new session, so a broker
+restart costs a reconnect, not a crash. RABBITMQ_URL may list several
+addresses (a cluster): they are tried in turn, starting after the one that
+just failed.
+
+The client is pika's AsyncioConnection on the program's own event loop, next
+to grpc.aio: pika buffers every frame written in one loop turn and sends them
+when the socket is writable, which costs a fraction of aio-pika's per-message
+work (bench/results). pika's callbacks become futures here, and pika errors
+stop here: the rest of the code sees `BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -17,52 +23,314 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
+import pika
+import pika.exceptions
+import pika.frame
+from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
 
 from calcmq import metrics, topology
 from calcmq.logs import mask_url
 
 log = logging.getLogger(__name__)
 
-
 ABANDON_PAUSE = 2.0
+CONNECT_TIMEOUT = 5.0
+RESOURCE_LOCKED = 405
+NOT_FOUND = 404
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot take the message or the request now; callers answer UNAVAILABLE."""
+
+
+class ChannelClosed(BrokerUnavailable):
+    """The session's channel or connection closed; `reply_code` says why (0: connection lost)."""
+
+    def __init__(self, reason: str, reply_code: int = 0) -> None:
+        super().__init__(reason)
+        self.reply_code = reply_code
+
+
+class Refused(BrokerUnavailable):
+    """The broker nacked a publish."""
 
 
 class SessionRefused(Exception):
     """`on_ready` found the session unusable for now (e.g. a GATEWAY_ID in use); try again later."""
 
 
-# Errors that mean "the broker or the link to it is gone"; anything here is
-# retried by reconnecting, never shown to a user as a traceback.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    aiormq.exceptions.ChannelInvalidStateError,  # a RuntimeError, not an AMQPError
-    aio_pika.exceptions.AMQPException,
-    ConnectionError,
-    OSError,
-    asyncio.TimeoutError,
-    SessionRefused,
-)
-
-
-class BrokerUnavailable(Exception):
-    """The broker cannot take the message now; callers answer UNAVAILABLE."""
-
-
 # What a consumer treats as "leave the message for the broker to redeliver".
-BROKER_TROUBLE: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
-CLOSE_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, RuntimeError)
+BROKER_TROUBLE: tuple[type[BaseException], ...] = (BrokerUnavailable, SessionRefused, OSError, asyncio.TimeoutError)
 
-OnReady = Callable[[AbstractChannel], Awaitable[None]]
+
+@dataclass(frozen=True)
+class Message:
+    """What we publish: a body and its AMQP properties."""
+
+    body: bytes
+    properties: BasicProperties
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """A message handed to one of our consumers, settled on the session it came from."""
+
+    body: bytes
+    properties: BasicProperties
+    tag: int
+    session: Session
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self.properties.correlation_id  # type: ignore[no-any-return]
+
+    @property
+    def message_id(self) -> str | None:
+        return self.properties.message_id  # type: ignore[no-any-return]
+
+    @property
+    def reply_to(self) -> str | None:
+        return self.properties.reply_to  # type: ignore[no-any-return]
+
+    @property
+    def content_type(self) -> str | None:
+        return self.properties.content_type  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers or {}
+
+    def ack(self) -> None:
+        self.session.settle(self.tag, ack=True)
+
+    def nack(self, requeue: bool = True) -> None:
+        self.session.settle(self.tag, ack=False, requeue=requeue)
+
+
+class Session:
+    """One open connection and its one confirming channel, until either closes.
+
+    Publisher confirms are tracked by delivery tag (one future per publish,
+    settled by the broker's acks, `multiple` included), never waited for one
+    by one (https://www.rabbitmq.com/docs/confirms#publisher-confirms).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._connection: AsyncioConnection | None = None
+        self._channel: Channel | None = None
+        self._calls: set[asyncio.Future[Any]] = set()
+        self._confirms: dict[int, tuple[asyncio.Future[None], asyncio.TimerHandle]] = {}
+        self._published = 0
+        self.closed: asyncio.Future[ChannelClosed] = loop.create_future()
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed.done()
+
+    # -- opening and closing ----------------------------------------------------------
+
+    async def open(self, url: str, name: str, ssl_context: ssl.SSLContext) -> None:
+        parameters = pika.URLParameters(url)
+        parameters.client_properties = {"connection_name": name}
+        parameters.socket_timeout = CONNECT_TIMEOUT
+        parameters.stack_timeout = CONNECT_TIMEOUT
+        if url.startswith("amqps://"):
+            parameters.ssl_options = pika.SSLOptions(ssl_context, parameters.host)
+        self._connection = await self._call(
+            lambda done: AsyncioConnection(
+                parameters,
+                on_open_callback=done,
+                on_open_error_callback=lambda _, exc: self._lost(exc),
+                on_close_callback=lambda _, exc: self._lost(exc),
+                custom_ioloop=self._loop,
+            )
+        )
+        self._connection.add_on_connection_blocked_callback(
+            lambda *_: log.warning("the broker blocks publishing (a resource alarm); publishes wait")
+        )
+        self._connection.add_on_connection_unblocked_callback(lambda *_: log.info("the broker takes publishes again"))
+        channel: Channel = await self._call(lambda done: self._open_channel(done))
+        channel.add_on_close_callback(lambda _, exc: self._lost(exc))
+        # A consumer the broker cancels (its queue was deleted) would silently
+        # stop; a new session declares the queue again and consumes anew.
+        channel.add_on_cancel_callback(lambda _: self._drop("the broker cancelled a consumer"))
+        await self._call(lambda done: channel.confirm_delivery(self._on_confirm, callback=done))
+        self._channel = channel
+
+    def _open_channel(self, done: Callable[[Channel], None]) -> None:
+        assert self._connection is not None
+        self._connection.channel(on_open_callback=done)
+
+    async def close(self) -> None:
+        """Close the connection (unacked deliveries go back to their queues)."""
+        self._drop("closing")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), CONNECT_TIMEOUT)
+
+    def _drop(self, reason: str) -> None:
+        connection = self._connection
+        if connection is not None and not (connection.is_closing or connection.is_closed):
+            log.debug("closing the broker connection: %s", reason)
+            connection.close(reply_text=reason)
+        elif connection is None or connection.is_closed:
+            self._lost(ChannelClosed(reason))
+
+    def _lost(self, exc: BaseException | None) -> None:
+        """The channel or connection is gone: fail whatever waits on it."""
+        if self.closed.done():
+            return
+        error = _closed_error(exc)
+        self.closed.set_result(error)
+        for future in self._calls:
+            if not future.done():
+                future.set_exception(error)
+        for future, timer in self._confirms.values():
+            timer.cancel()
+            if not future.done():
+                future.set_exception(error)
+        self._confirms.clear()
+        connection = self._connection
+        if connection is not None and not (connection.is_closing or connection.is_closed):
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()  # the channel closed under an open connection
+
+    async def _call(self, start: Callable[[Callable[[Any], None]], object]) -> Any:
+        """Start a pika operation that calls back once, and wait for that callback."""
+        if self.closed.done():
+            raise self.closed.result()
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._calls.add(future)
+
+        def done(value: Any = None) -> None:
+            if not future.done():
+                future.set_result(value)
+
+        try:
+            start(done)
+            return await future
+        except pika.exceptions.AMQPError as exc:
+            raise _closed_error(exc) from None
+        finally:
+            self._calls.discard(future)
+
+    # -- declaring and consuming -------------------------------------------------------
+
+    async def declare_queue(
+        self, name: str, *, arguments: dict[str, Any] | None = None, exclusive: bool = False, passive: bool = False
+    ) -> Basic.DeclareOk:
+        channel = self._open()
+        frame = await self._call(
+            lambda done: channel.queue_declare(
+                name, passive=passive, durable=not exclusive, exclusive=exclusive, arguments=arguments, callback=done
+            )
+        )
+        return frame.method  # type: ignore[no-any-return]
+
+    async def qos(self, prefetch: int) -> None:
+        channel = self._open()
+        await self._call(lambda done: channel.basic_qos(prefetch_count=prefetch, callback=done))
+
+    async def consume(self, queue: str, on_delivery: Callable[[Delivery], None]) -> str:
+        """Start consuming `queue` with manual acks; returns the consumer tag."""
+        channel = self._open()
+
+        def on_message(_: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes) -> None:
+            on_delivery(Delivery(body, properties, method.delivery_tag, self))
+
+        frame = await self._call(lambda done: channel.basic_consume(queue, on_message, callback=done))
+        return frame.method.consumer_tag  # type: ignore[no-any-return]
+
+    async def cancel(self, consumer_tag: str) -> None:
+        channel = self._open()
+        await self._call(lambda done: channel.basic_cancel(consumer_tag, callback=done))
+
+    def settle(self, tag: int, *, ack: bool, requeue: bool = True) -> None:
+        """Ack or nack; on a closed channel there is nothing to do (the broker redelivers)."""
+        if self._channel is None or self.closed.done():
+            log.debug("not settled, the channel closed: the broker redelivers")
+            return
+        try:
+            if ack:
+                self._channel.basic_ack(tag)
+            else:
+                self._channel.basic_nack(tag, requeue=requeue)
+        except pika.exceptions.AMQPError as exc:
+            log.warning("could not settle a message: %s", describe(exc))
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish(self, message: Message, routing_key: str, timeout: float) -> asyncio.Future[None]:
+        """Publish to the default exchange; the future resolves on the broker's confirm.
+
+        It fails with `Refused` on a nack, `ChannelClosed` if the session ends
+        first, and `BrokerUnavailable` after `timeout` seconds without an answer.
+        """
+        future: asyncio.Future[None] = self._loop.create_future()
+        try:
+            self._open().basic_publish("", routing_key, message.body, message.properties)
+        except BrokerUnavailable as exc:
+            future.set_exception(exc)
+            return future
+        except pika.exceptions.AMQPError as exc:
+            future.set_exception(_closed_error(exc))
+            return future
+        self._published += 1
+        tag = self._published
+        timer = self._loop.call_later(max(timeout, 0.0), self._time_out, tag)
+        self._confirms[tag] = (future, timer)
+        return future
+
+    def _on_confirm(self, frame: pika.frame.Method[Basic.Ack | Basic.Nack]) -> None:
+        method = frame.method
+        error = None if isinstance(method, Basic.Ack) else Refused("the broker refused the message (nack)")
+        if not method.multiple:
+            self._settle_confirm(self._confirms.pop(method.delivery_tag, None), error)
+            return
+        while self._confirms:
+            tag = next(iter(self._confirms))  # tags ascend in insertion order
+            if tag > method.delivery_tag:
+                break
+            self._settle_confirm(self._confirms.pop(tag), error)
+
+    @staticmethod
+    def _settle_confirm(
+        entry: tuple[asyncio.Future[None], asyncio.TimerHandle] | None, error: BaseException | None
+    ) -> None:
+        if entry is None:  # timed out earlier
+            return
+        future, timer = entry
+        timer.cancel()
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def _time_out(self, tag: int) -> None:
+        entry = self._confirms.pop(tag, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(BrokerUnavailable("no confirm from the broker in time"))
+
+    def _open(self) -> Channel:
+        if self._channel is None or self.closed.done():
+            raise self.closed.result() if self.closed.done() else ChannelClosed("no channel yet")
+        return self._channel
+
+
+OnReady = Callable[[Session], Any]
 
 
 class Broker:
-    """A self-healing connection plus its one publishing-and-consuming channel."""
+    """A self-healing session: reconnects, redeclares, and hands each new session to `on_ready`."""
 
     def __init__(
         self,
@@ -85,8 +353,7 @@ class Broker:
         self._reply_queue = reply_queue
         self._reply_queue_ttl_ms = reply_queue_ttl_ms
         self._max_backoff = max_backoff
-        self._channel: AbstractChannel | None = None
-        self._connection: AbstractConnection | AbstractRobustConnection | None = None
+        self._session: Session | None = None
         self._stopping = asyncio.Event()
         self._abandoned = asyncio.Event()
         self.sessions = 0
@@ -94,33 +361,29 @@ class Broker:
 
     @property
     def ready(self) -> bool:
-        return self._channel is not None and not self._channel.is_closed
+        return self._session is not None and self._session.is_open
 
-    async def publish(self, message: aio_pika.Message, routing_key: str, timeout: float) -> None:
+    def publish_nowait(self, message: Message, routing_key: str, timeout: float) -> asyncio.Future[None]:
+        """Publish now; the future is the confirm (`BrokerUnavailable` if it cannot be had)."""
+        session = self._session
+        if session is None or not session.is_open:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(BrokerUnavailable("broker unreachable"))
+            return future
+        future = session.publish(message, routing_key, timeout)
+        future.add_done_callback(self._check_refused)
+        return future
+
+    async def publish(self, message: Message, routing_key: str, timeout: float) -> None:
         """Publish and wait for the broker's confirm; `BrokerUnavailable` if it cannot be had."""
-        channel = self._channel
-        if channel is None or channel.is_closed:
-            raise BrokerUnavailable("broker unreachable")
-        try:
-            confirm = await channel.default_exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
-        except aiormq.exceptions.DeliveryError as exc:
-            # A nack. RabbitMQ 3.10 can nack every publish, for as long as the
-            # channel lives, on a channel that first published to a quorum
-            # queue before its new leader was elected: start a new session.
+        await self.publish_nowait(message, routing_key, timeout)
+
+    def _check_refused(self, future: asyncio.Future[None]) -> None:
+        # RabbitMQ 3.10 can nack every publish, for as long as the channel
+        # lives, on a channel that first published to a quorum queue before
+        # its new leader was elected: start a new session.
+        if not future.cancelled() and isinstance(future.exception(), Refused):
             self._abandon("the broker refused a message (nack)")
-            raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
-        except Exception as exc:  # aiormq also raises a bare Exception when a write drains into a dead socket
-            raise BrokerUnavailable(f"publish failed: {_describe(exc)}") from exc
-        except asyncio.CancelledError:
-            # aiormq cancels the confirms pending on a channel that closes;
-            # unless it is our own task being cancelled, that is a lost broker.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise BrokerUnavailable("publish failed: the channel closed before the confirm") from None
-        if not isinstance(confirm, aiormq.spec.Basic.Ack):
-            self._abandon("the broker refused a message (nack)")
-            raise BrokerUnavailable("broker refused the message (nack)")
 
     async def run(self) -> None:
         """Stay connected until `stop()`; never raises for broker trouble."""
@@ -134,7 +397,7 @@ class Broker:
                 await self._connect()
             except Exception as exc:  # whatever went wrong, this loop must go on
                 delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
-                log.warning("no broker session (%s); retrying in %.1fs", _describe(exc), delay)
+                log.warning("no broker session (%s); retrying in %.1fs", describe(exc), delay)
                 continue
             delay = 0.0  # a session that got going resets the backoff
             await self._serve()
@@ -145,39 +408,35 @@ class Broker:
                 # counting towards the delivery limit. So pause first.
                 delay = ABANDON_PAUSE * random.uniform(1.0, 1.5)
 
-    async def _open(self) -> tuple[AbstractConnection, str]:
-        """A connection to the first address that answers, starting from `_next`."""
+    async def _open(self) -> tuple[Session, str]:
+        """A session with the first address that answers, starting from `_next`."""
         failures = []
         for offset in range(len(self._urls)):
             index = (self._next + offset) % len(self._urls)
             url = self._urls[index]
+            session = Session(asyncio.get_running_loop())
             try:
-                connection = await aio_pika.connect(
-                    url,
-                    timeout=5,
-                    client_properties={"connection_name": self._name},
-                    ssl_context=self._ssl if url.startswith("amqps://") else None,
-                )
+                await session.open(url, self._name, self._ssl)
             except Exception as exc:  # any failure here means: try the next address
-                failures.append(f"{mask_url(url)}: {_describe(exc)}")
+                await session.close()
+                failures.append(f"{mask_url(url)}: {describe(exc)}")
                 continue
             self._next = index
-            return connection, url
+            return session, url
         raise ConnectionError("; ".join(failures))
 
     async def _connect(self) -> None:
-        connection, url = await self._open()
+        session, url = await self._open()
         try:
-            channel = await connection.channel(publisher_confirms=True)
-            await channel.set_qos(prefetch_count=self._prefetch)
-            await topology.declare(channel)
+            await session.qos(self._prefetch)
+            await topology.declare(session)
             if self._reply_queue:
-                await topology.declare_reply_queue(channel, self._reply_queue, self._reply_queue_ttl_ms)
-            await self._on_ready(channel)
+                await topology.declare_reply_queue(session, self._reply_queue, self._reply_queue_ttl_ms)
+            await self._on_ready(session)
         except BaseException:
-            await _close_quietly(connection)
+            await session.close()
             raise
-        self._connection, self._channel = connection, channel
+        self._session = session
         log.info("%s to broker %s", "reconnected" if self.sessions else "connected", mask_url(url))
         if self.sessions:
             metrics.RECONNECTS.inc()
@@ -187,24 +446,24 @@ class Broker:
         self.on_state_change(True)
 
     async def _serve(self) -> None:
-        """Wait until the channel or connection closes, or until stop()."""
-        assert self._connection is not None and self._channel is not None
-        waits = [
-            asyncio.ensure_future(self._connection.closed()),
-            asyncio.ensure_future(self._channel.closed()),
+        """Wait until the session ends, or until stop()."""
+        assert self._session is not None
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(asyncio.shield(self._session.closed)),
             asyncio.ensure_future(self._stopping.wait()),
             asyncio.ensure_future(self._abandoned.wait()),
         ]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
-        connection, self._connection, self._channel = self._connection, None, None
+        session, self._session = self._session, None
         metrics.BROKER_UP.set(0)
         self.on_state_change(False)
         if not self._stopping.is_set():
-            log.warning("lost the broker connection; reconnecting")
+            reason = session.closed.result() if session.closed.done() else "abandoned"
+            log.warning("lost the broker connection (%s); reconnecting", reason)
             self._next = (self._next + 1) % len(self._urls)  # in a cluster, try another node first
-        await _close_quietly(connection)
+        await session.close()
 
     async def _sleep(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -239,13 +498,39 @@ def parse_urls(value: str) -> list[str]:
     return urls
 
 
-def _describe(exc: BaseException) -> str:
+def _closed_error(exc: BaseException | None) -> ChannelClosed:
+    """pika's reason for a closed channel or connection, as one of ours."""
+    if isinstance(exc, ChannelClosed):
+        return exc
+    if exc is None:
+        return ChannelClosed("connection closed")
+    return ChannelClosed(describe(exc), int(getattr(exc, "reply_code", 0) or 0))
+
+
+def describe(exc: BaseException) -> str:
+    """One line on what went wrong, from the innermost of pika's wrapped errors."""
+    exc = _root_cause(exc)
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError):
+        return "the broker refused the login or the vhost: check user, password and vhost"
+    reply_text = getattr(exc, "reply_text", None)
+    if isinstance(reply_text, str) and reply_text:
+        return reply_text.splitlines()[0][:200]
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
-async def _close_quietly(connection: AbstractConnection | AbstractRobustConnection | None) -> None:
-    if connection is None or connection.is_closed:
-        return
-    with contextlib.suppress(*CLOSE_ERRORS):
-        await asyncio.wait_for(connection.close(), 5)
+def _root_cause(exc: BaseException) -> BaseException:
+    """pika wraps a failed connect in layers (workflow, connector, stack); unwrap them."""
+    for _ in range(10):
+        inner = getattr(exc, "exceptions", None)
+        if inner:
+            exc = inner[-1]
+        elif isinstance(getattr(exc, "exception", None), BaseException):  # pika's connector phase errors
+            exc = exc.exception  # type: ignore[attr-defined]
+        elif exc.args and isinstance(exc.args[0], BaseException):
+            exc = exc.args[0]
+        else:
+            break
+    return exc

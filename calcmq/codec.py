@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import aio_pika
 import grpc
-from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from pika.spec import BasicProperties
 
+from calcmq.amqp import Delivery, Message
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.topology import REPLY_PREFIX
 
@@ -35,6 +35,7 @@ H_ATTEMPTS = "x-attempts"
 H_KIND = "x-kind"  # "submit" marks results a restarted gateway must keep
 H_REASON = "x-reason"
 H_SOURCE = "x-source-queue"
+PERSISTENT = 2  # delivery_mode: written to disk (quorum queues keep every message anyway)
 KIND_SUBMIT = "submit"
 KIND_CALL = "call"
 
@@ -66,22 +67,22 @@ def request_message(
     kind: str,
     attempts: int = 0,
     expiration: float | None = None,
-) -> aio_pika.Message:
+) -> Message:
     """Build the AMQP message for a request; `expiration` defaults to the time left."""
     ttl = min(deadline - time.time() if expiration is None else expiration, MAX_DEADLINE_SECONDS)
-    return aio_pika.Message(
-        request.SerializeToString(),
+    properties = BasicProperties(
         content_type=REQUEST_TYPE,
-        delivery_mode=DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         correlation_id=request.request_id,
         message_id=request.request_id,
         reply_to=reply_to,
-        expiration=max(ttl, 0.001),
+        expiration=str(max(int(ttl * 1000), 1)),  # milliseconds, as a string (AMQP shortstr)
         headers={H_DEADLINE: int(deadline * 1000), H_ATTEMPTS: attempts, H_KIND: kind},
     )
+    return Message(request.SerializeToString(), properties)
 
 
-def forward(envelope: Envelope, *, attempts: int | None = None, expiration: float | None = None) -> aio_pika.Message:
+def forward(envelope: Envelope, *, attempts: int | None = None, expiration: float | None = None) -> Message:
     """The same request, re-published to the next queue with the time left."""
     return request_message(
         envelope.request,
@@ -93,7 +94,7 @@ def forward(envelope: Envelope, *, attempts: int | None = None, expiration: floa
     )
 
 
-def decode_request(message: AbstractIncomingMessage) -> Envelope:
+def decode_request(message: Delivery) -> Envelope:
     """Parse a delivery from calc.requests or calc.tasks, or raise MalformedMessage."""
     _check_body(message, REQUEST_TYPE)
     request = pb.CalculationRequest()
@@ -109,7 +110,7 @@ def decode_request(message: AbstractIncomingMessage) -> Envelope:
     reply_to = message.reply_to or ""
     if not reply_to.startswith(REPLY_PREFIX):
         raise MalformedMessage(f"reply_to is not a gateway's reply queue ({REPLY_PREFIX}*)")
-    headers = message.headers or {}
+    headers = message.headers
     deadline_ms = headers.get(H_DEADLINE)
     if not isinstance(deadline_ms, int) or isinstance(deadline_ms, bool):
         raise MalformedMessage(f"header {H_DEADLINE} is missing or not an integer")
@@ -129,18 +130,18 @@ def decode_request(message: AbstractIncomingMessage) -> Envelope:
     )
 
 
-def result_message(result: pb.CalculationResult, kind: str) -> aio_pika.Message:
-    return aio_pika.Message(
-        result.SerializeToString(),
+def result_message(result: pb.CalculationResult, kind: str) -> Message:
+    properties = BasicProperties(
         content_type=RESULT_TYPE,
-        delivery_mode=DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         correlation_id=result.request_id,
         message_id=result.request_id,
         headers={H_KIND: kind},
     )
+    return Message(result.SerializeToString(), properties)
 
 
-def decode_result(message: AbstractIncomingMessage) -> pb.CalculationResult:
+def decode_result(message: Delivery) -> pb.CalculationResult:
     _check_body(message, RESULT_TYPE)
     result = pb.CalculationResult()
     try:
@@ -152,20 +153,20 @@ def decode_result(message: AbstractIncomingMessage) -> pb.CalculationResult:
     return result
 
 
-def dead_letter(message: AbstractIncomingMessage, reason: str, source: str) -> aio_pika.Message:
+def dead_letter(message: Delivery, reason: str, source: str) -> Message:
     """A copy of a delivery for calc.dead, with why and where from."""
-    headers = dict(message.headers or {})
+    headers = dict(message.headers)
     headers[H_REASON] = reason[:500]
     headers[H_SOURCE] = source
-    return aio_pika.Message(
-        message.body,
+    properties = BasicProperties(
         content_type=message.content_type,
-        delivery_mode=DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         correlation_id=message.correlation_id,
         message_id=message.message_id,
         reply_to=message.reply_to,
         headers=headers,
     )
+    return Message(message.body, properties)
 
 
 def error_result(
@@ -179,7 +180,7 @@ def error_result(
     )
 
 
-def _check_body(message: AbstractIncomingMessage, expected_type: str) -> None:
+def _check_body(message: Delivery, expected_type: str) -> None:
     if len(message.body) > MAX_BODY_BYTES:
         raise MalformedMessage(f"body of {len(message.body)} bytes is over {MAX_BODY_BYTES}")
     if message.content_type != expected_type:

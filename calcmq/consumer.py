@@ -14,15 +14,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-
 from calcmq import codec, logs, metrics, topology
-from calcmq.amqp import BROKER_TROUBLE, CLOSE_ERRORS, Broker
+from calcmq.amqp import BROKER_TROUBLE, Broker, BrokerUnavailable, Delivery, Session
 from calcmq.proto import calculator_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+Handler = Callable[[Delivery], Awaitable[None]]
 
 # Publishing a reply or a dead letter must not outlive a stuck broker forever.
 PUBLISH_TIMEOUT = 10.0
@@ -30,72 +28,54 @@ REQUEUE_PAUSE = 0.5
 
 
 class QueueConsumer:
-    """Consumes `queue_name` on every channel the broker hands out."""
+    """Consumes `queue_name` on every session the broker hands out, one task per delivery."""
 
     def __init__(self, queue_name: str, handler: Handler) -> None:
         self.queue_name = queue_name
         self._handler = handler
-        self._queue: AbstractQueue | None = None
+        self._session: Session | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._accepting = True
 
-    async def on_ready(self, channel: AbstractChannel) -> None:
+    async def on_ready(self, session: Session) -> None:
         if not self._accepting:
             return
-        self._queue = await channel.get_queue(self.queue_name, ensure=False)
-        self._tag = await self._queue.consume(self._guarded)
+        self._session = session
+        self._tag = await session.consume(self.queue_name, self._on_delivery)
 
-    async def _guarded(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_delivery(self, delivery: Delivery) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(delivery))
         self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _guarded(self, delivery: Delivery) -> None:
+        logs.request_id.set(delivery.correlation_id or "")
         try:
-            await self._handler(message)
+            await self._handler(delivery)
         except BROKER_TROUBLE as exc:
             log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
-            if _channel_open(message):
+            if delivery.session.is_open:
                 # The session lives on (a publish timed out): hand the message
                 # back, after a pause so a struggling broker is not hammered.
                 await asyncio.sleep(REQUEUE_PAUSE)
-                await _settle(message.nack(requeue=True))
+                delivery.nack(requeue=True)
         except Exception:
             log.exception("unexpected error; returning the message to %s", self.queue_name)
-            await _settle(message.nack(requeue=True))
-        finally:
-            self._inflight.discard(task)
-            logs.request_id.set("")
+            delivery.nack(requeue=True)
 
     async def drain(self, timeout: float) -> None:
         """Stop new deliveries, then give in-flight ones `timeout` seconds."""
         self._accepting = False
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(*CLOSE_ERRORS):
-                await asyncio.wait_for(self._queue.cancel(self._tag), 5)
+        session, tag = self._session, self._tag
+        if session is not None and session.is_open and tag is not None:
+            with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                await asyncio.wait_for(session.cancel(tag), 5)
         if self._inflight:
             log.info("finishing %d in-flight message(s)", len(self._inflight))
             _, pending = await asyncio.wait(self._inflight, timeout=timeout)
             if pending:
                 log.warning("%d message(s) unfinished; the broker will redeliver them", len(pending))
-
-
-def _channel_open(message: AbstractIncomingMessage) -> bool:
-    try:
-        return not message.channel.is_closed
-    except CLOSE_ERRORS:  # aio-pika raises, rather than answer, for a closed channel
-        return False
-
-
-async def _settle(action: Awaitable[object]) -> None:
-    """Ack or nack, tolerating a channel that closed meanwhile (the broker redelivers)."""
-    try:
-        await action
-    except Exception as exc:  # a closed channel, or aiormq's bare Exception from a dead socket
-        log.warning("could not settle message: %s", exc or type(exc).__name__)
-
-
-async def ack(message: AbstractIncomingMessage) -> None:
-    await _settle(message.ack())
 
 
 async def reply(broker: Broker, reply_to: str, result: pb.CalculationResult, kind: str) -> None:
@@ -105,7 +85,7 @@ async def reply(broker: Broker, reply_to: str, result: pb.CalculationResult, kin
 
 async def reject(
     broker: Broker,
-    message: AbstractIncomingMessage,
+    message: Delivery,
     *,
     source: str,
     reason: str,
@@ -118,7 +98,7 @@ async def reject(
     # not make us publish into calc.tasks or anyone else's queue.
     reply_to = message.reply_to or ""
     if answer is not None and reply_to.startswith(topology.REPLY_PREFIX):
-        kind = (message.headers or {}).get(codec.H_KIND)
+        kind = message.headers.get(codec.H_KIND)
         await reply(broker, reply_to, answer, str(kind or codec.KIND_CALL))
     await broker.publish(codec.dead_letter(message, reason, source), topology.DEAD, PUBLISH_TIMEOUT)
-    await ack(message)
+    message.ack()

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 
 import grpc
-from aio_pika.abc import AbstractIncomingMessage
 
-from calcmq import arithmetic, codec, logs, metrics, topology
-from calcmq.amqp import Broker
+from calcmq import arithmetic, codec, metrics, topology
+from calcmq.amqp import Broker, Delivery
 from calcmq.config import Settings
-from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject
+from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, reject
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,7 @@ class Dispatcher:
             on_ready=self.consumer.on_ready,
         )
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        logs.request_id.set(message.correlation_id or "")
+    async def handle(self, message: Delivery) -> None:
         try:
             envelope = codec.decode_request(message)
             arithmetic.validate(envelope.request)
@@ -59,9 +57,9 @@ class Dispatcher:
             metrics.DISPATCHED.labels("expired").inc()
             metrics.EXPIRED.labels(NAME).inc()
             log.info("dropped: deadline passed before dispatch")
-            await ack(message)
+            message.ack()
             return
         await self.broker.publish(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
         metrics.DISPATCHED.labels("forwarded").inc()
-        await ack(message)
+        message.ack()
         log.debug("forwarded to %s", topology.TASKS)

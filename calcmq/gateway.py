@@ -14,16 +14,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-import aiormq
 import grpc
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from calcmq import arithmetic, codec, grpc_util, logs, metrics, topology
-from calcmq.amqp import Broker, BrokerUnavailable, SessionRefused
+from calcmq.amqp import RESOURCE_LOCKED, Broker, BrokerUnavailable, ChannelClosed, Delivery, Session, SessionRefused
 from calcmq.arithmetic import CalcError
 from calcmq.auth import BearerTokenInterceptor
 from calcmq.config import Settings
-from calcmq.consumer import QueueConsumer, ack, reject
+from calcmq.consumer import QueueConsumer, reject
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 from calcmq.replies import Replies
@@ -214,7 +212,7 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     # -- replies -------------------------------------------------------------
 
-    async def _on_ready(self, channel: AbstractChannel) -> None:
+    async def _on_ready(self, session: Session) -> None:
         """Consume our reply queue, unless another gateway with our id already does.
 
         Two consumers would split the replies between them. Quorum queues
@@ -223,22 +221,23 @@ class GatewayService(pb_grpc.GatewayServicer):
         exclusive queue: the broker deletes it with its owner's connection.
         """
         try:
-            await channel.declare_queue(topology.gateway_lock_name(self.gateway_id), exclusive=True)
-        except aiormq.exceptions.ChannelLockedResource:
+            await session.declare_queue(topology.gateway_lock_name(self.gateway_id), exclusive=True)
+        except ChannelClosed as exc:
+            if exc.reply_code != RESOURCE_LOCKED:
+                raise
             raise SessionRefused(f"another gateway consumes {self.reply_queue}; GATEWAY_ID must be unique") from None
-        await self.consumer.on_ready(channel)
+        await self.consumer.on_ready(session)
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        logs.request_id.set(message.correlation_id or "")
+    async def _on_reply(self, message: Delivery) -> None:
         try:
             result = codec.decode_result(message)
         except codec.MalformedMessage as exc:
             await reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None)
             return
-        from_submit = (message.headers or {}).get(codec.H_KIND) == codec.KIND_SUBMIT
+        from_submit = message.headers.get(codec.H_KIND) == codec.KIND_SUBMIT
         if not self.replies.deliver(result, from_submit):
             metrics.REPLIES_DROPPED.inc()
-        await ack(message)
+        message.ack()
 
 
 def _with_id(request: pb.CalculationRequest) -> pb.CalculationRequest:

@@ -66,11 +66,10 @@ def setup(level: str, program: str, fmt: str = "text") -> None:
     except ValueError:
         root.setLevel(logging.INFO)
         logging.getLogger(__name__).warning("unknown LOG_LEVEL=%s, using INFO", level)
-    # aiormq and aio-pika log a lost connection with a traceback; the Broker
-    # reports it in one line, so they speak only at DEBUG. grpc is chatty.
+    # pika logs a lost connection at ERROR, with a traceback; the Broker
+    # reports it in one line, so pika speaks only at DEBUG. grpc is chatty.
     quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
-    for noisy in ("aiormq", "aio_pika"):
-        logging.getLogger(noisy).setLevel(quiet)
+    logging.getLogger("pika").setLevel(quiet)
     logging.getLogger("grpc").setLevel(max(root.level, logging.WARNING))
 
 

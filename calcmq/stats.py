@@ -24,14 +24,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import aio_pika
 import grpc
-from aio_pika.abc import AbstractConnection
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.table import Table
 
 from calcmq import topology
-from calcmq.amqp import CONNECTION_ERRORS, parse_urls
+from calcmq.amqp import NOT_FOUND, BrokerUnavailable, ChannelClosed, Session, describe, parse_urls
 from calcmq.logs import mask_url
 
 SHARED_QUEUES = (topology.REQUESTS, topology.TASKS, topology.RETRY, topology.DEAD)
@@ -39,7 +37,7 @@ MANAGEMENT_PORT = 15672
 MANAGEMENT_TLS_PORT = 15671
 UNREACHABLE = "unreachable"
 # What "the broker cannot be asked" looks like; ValueError: an unusable URL.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, ValueError)
+BROKER_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, ConnectionError, OSError, TimeoutError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -134,29 +132,31 @@ async def fetch_amqp(
 ) -> list[QueueStats]:
     """Ready counts and consumers by passive declare. Queues in `optional` are
     left out when absent. Raises BROKER_ERRORS when the broker cannot be had."""
-    context = ssl.create_default_context(cafile=ca_file or None) if amqp_url.startswith("amqps://") else None
-    connection = await aio_pika.connect(amqp_url, timeout=timeout, ssl_context=context)
-    async with connection:
-        found = []
+    context = ssl.create_default_context(cafile=ca_file or None)
+    found = []
+    session: Session | None = None
+    try:
         for name in [*names, *optional]:
-            stats = await asyncio.wait_for(_declare_passively(connection, name), timeout)
+            if session is None or not session.is_open:  # the broker closes the channel that asks for a missing queue
+                session = Session(asyncio.get_running_loop())
+                await asyncio.wait_for(session.open(amqp_url, "calculator_client stats", context), timeout)
+            stats = await asyncio.wait_for(_declare_passively(session, name), timeout)
             if stats.exists or name not in optional:
                 found.append(stats)
-        return found
-
-
-async def _declare_passively(connection: AbstractConnection, name: str) -> QueueStats:
-    """A channel per queue: the broker closes the channel that asks for a missing one."""
-    channel = await connection.channel()
-    try:
-        declared = await channel.declare_queue(name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return QueueStats(name=name, exists=False)
     finally:
-        if not channel.is_closed:
-            await channel.close()
-    result = declared.declaration_result
-    return QueueStats(name=name, ready=int(result.message_count or 0), consumers=int(result.consumer_count or 0))
+        if session is not None:
+            await session.close()
+    return found
+
+
+async def _declare_passively(session: Session, name: str) -> QueueStats:
+    try:
+        declared = await session.declare_queue(name, passive=True)
+    except ChannelClosed as exc:
+        if exc.reply_code != NOT_FOUND:
+            raise
+        return QueueStats(name=name, exists=False)
+    return QueueStats(name=name, ready=int(declared.message_count or 0), consumers=int(declared.consumer_count or 0))
 
 
 # -- putting it together ----------------------------------------------------------------------
@@ -192,26 +192,18 @@ async def collect_broker(
     try:
         queues = await fetch_amqp(url, wanted, guess, timeout=timeout, ca_file=ca_file)
     except BROKER_ERRORS as exc:
-        stats.error = _describe(exc)
+        stats.error = describe(exc)
         return stats
     stats.source, stats.queues = "amqp", _order(queues, wanted)
     return stats
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if "Connection.OpenOk" in text and "Connection.Close" in text:  # aiormq drops the broker's reason
-        return "the broker closed the connection on open: does the vhost exist, may this user use it?"
-    return text.splitlines()[0][:200]
-
-
 def _quiet_amqp_logs() -> None:
-    """aio-pika and aiormq log a failed connect as a WARNING; with no logging
-    configured Python would print it to stderr beside our own one-line error."""
-    for name in ("aio_pika", "aiormq"):
-        logger = logging.getLogger(name)
-        if not logger.handlers:
-            logger.addHandler(logging.NullHandler())
+    """pika logs a failed connect at ERROR; with no logging configured Python
+    would print it to stderr beside our own one-line error."""
+    logger = logging.getLogger("pika")
+    if not logger.handlers:
+        logger.addHandler(logging.NullHandler())
 
 
 async def gateway_health(channel: grpc.aio.Channel, metadata: Sequence[tuple[str, str]], timeout: float) -> str:

@@ -11,7 +11,10 @@ exchange needs declaring (https://www.rabbitmq.com/docs/dlx).
 
 from __future__ import annotations
 
-from aio_pika.abc import AbstractChannel
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from calcmq.amqp import Session
 
 REQUESTS = "calc.requests"
 TASKS = "calc.tasks"
@@ -59,12 +62,12 @@ def gateway_lock_name(gateway_id: str) -> str:
     return f"calc.gateway-lock.{gateway_id}"
 
 
-async def declare(channel: AbstractChannel) -> None:
+async def declare(session: Session) -> None:
     """Declare the shared queues; idempotent."""
     for name, arguments in QUEUES.items():
-        await channel.declare_queue(name, durable=True, arguments=arguments)  # type: ignore[arg-type]
+        await session.declare_queue(name, arguments=arguments)
 
 
-async def declare_reply_queue(channel: AbstractChannel, name: str, ttl_ms: int) -> None:
+async def declare_reply_queue(session: Session, name: str, ttl_ms: int) -> None:
     """A gateway's own reply queue: durable, so replies wait through a restart."""
-    await channel.declare_queue(name, durable=True, arguments={**_QUORUM, "x-expires": ttl_ms})
+    await session.declare_queue(name, arguments={**_QUORUM, "x-expires": ttl_ms})

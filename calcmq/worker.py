@@ -19,12 +19,11 @@ import random
 import time
 
 import grpc
-from aio_pika.abc import AbstractIncomingMessage
 
-from calcmq import arithmetic, codec, grpc_util, logs, metrics, topology
-from calcmq.amqp import Broker
+from calcmq import arithmetic, codec, grpc_util, metrics, topology
+from calcmq.amqp import Broker, Delivery
 from calcmq.config import Settings
-from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, ack, reject, reply
+from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, reject, reply
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 
@@ -68,8 +67,7 @@ class Worker:
             on_ready=self.consumer.on_ready,
         )
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
-        logs.request_id.set(message.correlation_id or "")
+    async def handle(self, message: Delivery) -> None:
         try:
             envelope = codec.decode_request(message)
         except codec.MalformedMessage as exc:
@@ -79,7 +77,7 @@ class Worker:
         if remaining <= 0:
             metrics.EXPIRED.labels("worker").inc()
             log.info("dropped: deadline passed before a worker got it")
-            await ack(message)
+            message.ack()
             return
         attempt = envelope.attempts + 1
         result = await self._calculate(envelope, attempt, min(remaining, CALL_TIMEOUT))
@@ -87,7 +85,7 @@ class Worker:
             await self._retry_or_give_up(message, envelope, attempt)
             return
         await reply(self.broker, envelope.reply_to, result, envelope.kind)
-        await ack(message)
+        message.ack()
         operation = arithmetic.OPERATION_NAMES.get(envelope.request.operation, "UNKNOWN")
         metrics.TASKS.labels(operation, codec.outcome(result)).inc()
 
@@ -120,14 +118,14 @@ class Worker:
             request_id=envelope.request_id, result=response.result, worker=self.name, attempts=attempt
         )
 
-    async def _retry_or_give_up(self, message: AbstractIncomingMessage, envelope: codec.Envelope, attempt: int) -> None:
+    async def _retry_or_give_up(self, message: Delivery, envelope: codec.Envelope, attempt: int) -> None:
         delay = min(self.retry_delay * 2 ** min(attempt - 1, 30), MAX_RETRY_DELAY) * random.uniform(0.5, 1.0)
         if attempt < self.max_attempts and envelope.remaining(time.time() + delay) > 0:
             metrics.RETRIES.inc()
             log.info("retrying in %.2fs (attempt %d of %d)", delay, attempt, self.max_attempts)
             retry = codec.forward(envelope, attempts=attempt, expiration=delay)
             await self.broker.publish(retry, topology.RETRY, PUBLISH_TIMEOUT)
-            await ack(message)
+            message.ack()
             return
         if envelope.remaining() <= 0 or attempt < self.max_attempts:
             code, why = grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while the calculator was unavailable"

@@ -102,12 +102,19 @@ def _status(code: int) -> grpc.StatusCode:
 
 
 class StreamLoad:
-    """`total` requests through one CalculateStream, at most `window` unanswered, on a thread."""
+    """`total` requests through one CalculateStream, at most `window` unanswered, on a thread.
 
-    def __init__(self, address: str, prefix: str, total: int = 2000, window: int = 100, timeout: float = 240) -> None:
+    Sent at no more than `rate` per second, so the load lasts long enough for
+    a fault to land in the middle of it, however fast the pipeline is.
+    """
+
+    def __init__(
+        self, address: str, prefix: str, total: int = 2000, window: int = 100, timeout: float = 240, rate: float = 250
+    ) -> None:
         self.answers = Answers(make_requests(prefix, total))
         self._address = address
         self._window = threading.Semaphore(window)
+        self._interval = 1 / rate
         self._timeout = timeout
         self.failure: grpc.RpcError | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -117,8 +124,10 @@ class StreamLoad:
         return self
 
     def _requests(self) -> Iterator[pb.CalculationRequest]:
-        for request in self.answers.requests.values():
+        started = time.monotonic()
+        for sent, request in enumerate(self.answers.requests.values()):
             self._window.acquire()
+            time.sleep(max(0.0, started + sent * self._interval - time.monotonic()))
             yield request
 
     def _run(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -13,24 +14,32 @@ import aio_pika
 import pytest
 
 from calcmq import codec, topology
+from calcmq.amqp import Message, Session
 from calcmq.proto import calculator_pb2 as pb
 from tests.support import System, queue_depth, take_all, wait_until
 
 pytestmark = pytest.mark.integration
 
 
+async def _session(url: str) -> Session:
+    session = Session(asyncio.get_running_loop())
+    await session.open(url, "test", ssl.create_default_context())
+    return session
+
+
 async def _declare_twice(url: str) -> dict[str, int]:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel()
-        await topology.declare(channel)
-        await topology.declare(channel)  # idempotent: same arguments, no error
-        await topology.declare_reply_queue(channel, "calc.replies.t", topology.REPLY_QUEUE_TTL_MS)
+    session = await _session(url)
+    try:
+        await topology.declare(session)
+        await topology.declare(session)  # idempotent: same arguments, no error
+        await topology.declare_reply_queue(session, "calc.replies.t", topology.REPLY_QUEUE_TTL_MS)
         counts = {}
         for name in [*topology.QUEUES, "calc.replies.t"]:
-            declared = await channel.declare_queue(name, passive=True)
-            counts[name] = int(declared.declaration_result.message_count or 0)
+            declared = await session.declare_queue(name, passive=True)
+            counts[name] = int(declared.message_count)
         return counts
+    finally:
+        await session.close()
 
 
 def test_declaring_the_topology_twice_is_harmless(vhost_url: str) -> None:
@@ -64,11 +73,12 @@ def test_a_poison_task_is_stopped_by_the_delivery_limit(vhost_url: str) -> None:
     assert queue_depth(vhost_url, topology.TASKS) == 0
 
 
-async def _publish(url: str, queue: str, message: aio_pika.Message) -> None:
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.default_exchange.publish(message, queue)
+async def _publish(url: str, queue: str, message: Message) -> None:
+    session = await _session(url)
+    try:
+        await session.publish(message, queue, timeout=10)
+    finally:
+        await session.close()
 
 
 def test_the_dispatcher_forwards_a_valid_request_with_its_properties(vhost_url: str, tmp_path: Path) -> None:

@@ -9,17 +9,16 @@ import decimal
 import math
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any, cast
 
-import aio_pika
 import grpc
 import pytest
-from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pika.spec import BasicProperties
 
 from calcmq import arithmetic, codec
+from calcmq.amqp import Delivery, Message, Session
 from calcmq.arithmetic import CalcError
 from calcmq.codec import (
     H_ATTEMPTS,
@@ -41,21 +40,19 @@ pytestmark = pytest.mark.unit
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def fake(**fields: Any) -> AbstractIncomingMessage:
-    """A stand-in delivery: just the attributes the codec reads."""
-    return cast(AbstractIncomingMessage, SimpleNamespace(**fields))
+PROPERTIES = ("content_type", "correlation_id", "message_id", "reply_to", "headers")
 
 
-def incoming(message: aio_pika.Message, **changes: Any) -> AbstractIncomingMessage:
+def fake(body: bytes = b"", **properties: Any) -> Delivery:
+    """A delivery as the broker hands it over: a body and properties (no session)."""
+    return Delivery(body, BasicProperties(**properties), tag=1, session=cast(Session, None))
+
+
+def incoming(message: Message, **changes: Any) -> Delivery:
     """What decode_* reads of a delivery, taken from an outgoing message."""
-    fields = {
-        "body": message.body,
-        "content_type": message.content_type,
-        "correlation_id": message.correlation_id,
-        "message_id": message.message_id,
-        "reply_to": message.reply_to,
-        "headers": dict(message.headers),
-    }
+    fields: dict[str, Any] = {name: getattr(message.properties, name) for name in PROPERTIES}
+    fields["headers"] = dict(fields["headers"] or {})
+    fields["body"] = message.body
     fields.update(changes)
     return fake(**fields)
 
@@ -66,14 +63,14 @@ def a_request(
     return pb.CalculationRequest(operation=operation, num1=num1, num2=num2, request_id=request_id)
 
 
-def request_delivery(request_id: str = "req-1", **changes: Any) -> AbstractIncomingMessage:
+def request_delivery(request_id: str = "req-1", **changes: Any) -> Delivery:
     message = codec.request_message(
         a_request(request_id), reply_to="calc.replies.gw1", deadline=time.time() + 30, kind=KIND_CALL
     )
     return incoming(message, **changes)
 
 
-def malformed(decode: Callable[[AbstractIncomingMessage], object], message: AbstractIncomingMessage) -> str:
+def malformed(decode: Callable[[Delivery], object], message: Delivery) -> str:
     with pytest.raises(MalformedMessage) as info:
         decode(message)
     return str(info.value)
@@ -99,29 +96,27 @@ def test_request_round_trips_through_decode_request():
 
 def test_request_message_uses_the_request_id_as_correlation_id_and_message_id():
     message = codec.request_message(a_request("id-42"), reply_to="r", deadline=time.time() + 5, kind=KIND_CALL)
-    assert message.correlation_id == message.message_id == "id-42"
+    assert message.properties.correlation_id == message.properties.message_id == "id-42"
 
 
 def test_request_message_is_persistent_protobuf():
     message = codec.request_message(a_request(), reply_to="r", deadline=time.time() + 5, kind=KIND_CALL)
-    assert message.delivery_mode == DeliveryMode.PERSISTENT
-    assert message.content_type == REQUEST_TYPE
+    assert message.properties.delivery_mode == codec.PERSISTENT
+    assert message.properties.content_type == REQUEST_TYPE
     assert pb.CalculationRequest.FromString(message.body) == a_request()
 
 
 def test_request_message_headers_carry_deadline_ms_attempts_and_kind():
     deadline = 1_900_000_000.5
     message = codec.request_message(a_request(), reply_to="r", deadline=deadline, kind=KIND_SUBMIT, attempts=3)
-    assert message.headers == {H_DEADLINE: 1_900_000_000_500, H_ATTEMPTS: 3, H_KIND: KIND_SUBMIT}
-    assert type(message.headers[H_DEADLINE]) is int
+    assert message.properties.headers == {H_DEADLINE: 1_900_000_000_500, H_ATTEMPTS: 3, H_KIND: KIND_SUBMIT}
+    assert type(message.properties.headers[H_DEADLINE]) is int
 
 
 def test_expiration_is_the_time_left_before_the_deadline():
     message = codec.request_message(a_request(), reply_to="r", deadline=time.time() + 5, kind=KIND_CALL)
-    expiration, on_the_wire = message.expiration, message.properties.expiration
-    assert isinstance(expiration, float)
-    assert 4.0 < expiration <= 5.0
-    assert on_the_wire is not None
+    on_the_wire = message.properties.expiration
+    assert isinstance(on_the_wire, str)
     assert 4000 < int(on_the_wire) <= 5000  # milliseconds
 
 
@@ -186,7 +181,7 @@ def test_a_reply_to_outside_the_gateways_reply_queues_is_malformed():
 
 def test_the_expiration_never_exceeds_a_week():
     message = codec.request_message(a_request(), reply_to="r", deadline=time.time() + 10**9, kind=KIND_CALL)
-    assert isinstance(message.expiration, (int, float)) and message.expiration <= codec.MAX_DEADLINE_SECONDS
+    assert int(message.properties.expiration) <= codec.MAX_DEADLINE_SECONDS * 1000
 
 
 # -- malformed requests ---------------------------------------------------------------
@@ -257,10 +252,10 @@ def test_result_round_trips_through_decode_result():
 def test_result_message_is_persistent_and_tagged_with_its_kind():
     result = pb.CalculationResult(request_id="r-9", result=1.0)
     message = codec.result_message(result, KIND_SUBMIT)
-    assert message.delivery_mode == DeliveryMode.PERSISTENT
-    assert message.content_type == RESULT_TYPE
-    assert message.correlation_id == message.message_id == "r-9"
-    assert message.headers == {H_KIND: KIND_SUBMIT}
+    assert message.properties.delivery_mode == codec.PERSISTENT
+    assert message.properties.content_type == RESULT_TYPE
+    assert message.properties.correlation_id == message.properties.message_id == "r-9"
+    assert message.properties.headers == {H_KIND: KIND_SUBMIT}
 
 
 def test_error_result_round_trips():
@@ -306,22 +301,22 @@ def test_dead_letter_keeps_the_delivery_and_adds_reason_and_source():
     original_headers = dict(delivery.headers)
     letter = codec.dead_letter(delivery, "reply_to is missing", "calc.requests")
     assert letter.body == delivery.body
-    assert letter.content_type == delivery.content_type
-    assert letter.correlation_id == letter.message_id == "d-1"
-    assert letter.reply_to == delivery.reply_to
-    assert letter.delivery_mode == DeliveryMode.PERSISTENT
-    assert letter.headers == {**original_headers, H_REASON: "reply_to is missing", H_SOURCE: "calc.requests"}
+    assert letter.properties.content_type == delivery.content_type
+    assert letter.properties.correlation_id == letter.properties.message_id == "d-1"
+    assert letter.properties.reply_to == delivery.reply_to
+    assert letter.properties.delivery_mode == codec.PERSISTENT
+    assert letter.properties.headers == {**original_headers, H_REASON: "reply_to is missing", H_SOURCE: "calc.requests"}
     assert delivery.headers == original_headers  # the delivery itself is untouched
 
 
 def test_dead_letter_of_a_delivery_without_headers():
-    letter = codec.dead_letter(fake(**{**vars(request_delivery()), "headers": None}), "bad", "calc.tasks")
-    assert letter.headers == {H_REASON: "bad", H_SOURCE: "calc.tasks"}
+    letter = codec.dead_letter(request_delivery(headers=None), "bad", "calc.tasks")
+    assert letter.properties.headers == {H_REASON: "bad", H_SOURCE: "calc.tasks"}
 
 
 def test_dead_letter_reason_is_capped_at_500_characters():
     letter = codec.dead_letter(request_delivery(), "x" * 10_000, "calc.tasks")
-    assert letter.headers[H_REASON] == "x" * 500
+    assert letter.properties.headers[H_REASON] == "x" * 500
 
 
 @pytest.mark.parametrize(
