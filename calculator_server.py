@@ -15,7 +15,9 @@ def main() -> None:
     runtime.prepare(settings, "calculator")
 
     async def program(stop: asyncio.Event) -> None:
-        server, port = await calculator.create_server(settings.calculator_listen, settings.tls_cert, settings.tls_key)
+        server, port, service = await calculator.create_server(
+            settings.calculator_listen, settings.tls_cert, settings.tls_key
+        )
         log.info(
             "calculator listening on %s (port %d%s)",
             settings.calculator_listen,
@@ -23,6 +25,7 @@ def main() -> None:
             ", TLS" if settings.tls_cert else "",
         )
         await stop.wait()
+        service.stopping = True
         await server.stop(grace=5)
         log.info("calculator stopped")
 

@@ -39,6 +39,7 @@ def main() -> None:
         worker.broker.stop()
         await broker
         liveness.close()
+        worker.calculator.close()
         await worker.channel.close()
         log.info("worker stopped")
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -16,6 +19,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Calculator"].full_name
 
 
 class CalculatorService(pb_grpc.CalculatorServicer):
+    def __init__(self) -> None:
+        self.stopping = False
+
     async def _compute(
         self, operation: int, request: pb.OperationRequest, context: grpc.aio.ServicerContext
     ) -> pb.OperationResponse:
@@ -43,13 +49,49 @@ class CalculatorService(pb_grpc.CalculatorServicer):
     async def Modulo(self, request: pb.OperationRequest, context: grpc.aio.ServicerContext) -> pb.OperationResponse:
         return await self._compute(pb.MODULO, request, context)
 
+    async def Compute(
+        self, request_iterator: AsyncIterator[pb.ComputeBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ComputeAnswers]:
+        # A worker keeps its stream open for as long as both run, which would
+        # hold a stopping server for all of its grace period. So once stopping,
+        # a stream ends after its next answer; the worker retries whatever it
+        # sent after that, on the next calculator.
+        try:
+            async for batch in request_iterator:
+                yield pb.ComputeAnswers(answers=[compute_one(request) for request in batch.requests])
+                if self.stopping:
+                    return
+        except asyncio.CancelledError:
+            if not self.stopping:
+                raise
+            # An idle stream at the end of the grace period: nothing was
+            # half done, so end it quietly instead of with grpc's traceback.
 
-async def create_server(address: str, tls_cert: str = "", tls_key: str = "") -> tuple[grpc.aio.Server, int]:
+
+def compute_one(request: pb.ComputeRequest) -> pb.ComputeResponse:
+    """One operation of a Compute stream; a refusal is an answer, not the stream's end."""
+    if request.deadline_ms and request.deadline_ms < time.time() * 1000:
+        return _refusal(request.id, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before computing")
+    try:
+        result = arithmetic.compute(request.operation, request.num1, request.num2)
+    except arithmetic.CalcError as exc:
+        return _refusal(request.id, exc.code, exc.message)
+    return pb.ComputeResponse(id=request.id, result=result)
+
+
+def _refusal(request_id: int, code: grpc.StatusCode, message: str) -> pb.ComputeResponse:
+    return pb.ComputeResponse(id=request_id, error=pb.Error(code=code.value[0], message=message))
+
+
+async def create_server(
+    address: str, tls_cert: str = "", tls_key: str = ""
+) -> tuple[grpc.aio.Server, int, CalculatorService]:
     """A started Calculator server on `address` (port 0: any free port)."""
     server = grpc_util.new_server()
-    pb_grpc.add_CalculatorServicer_to_server(CalculatorService(), server)
+    service = CalculatorService()
+    pb_grpc.add_CalculatorServicer_to_server(service, server)
     health = grpc_util.add_health_and_reflection(server, [SERVICE_NAME])
     port = grpc_util.bind(server, address, tls_cert, tls_key)
     await server.start()
     await grpc_util.set_serving(health, [SERVICE_NAME], True)
-    return server, port
+    return server, port, service

@@ -1,7 +1,8 @@
 """A worker: calc.tasks -> the Calculator over gRPC -> the gateway's reply queue.
 
-Each task: check the deadline, call the calculator with a gRPC deadline no
-later than the request's, publish the reply (confirmed), then ack. A crash
+Each task: check the deadline, have the calculator compute it (on the
+worker's one Compute stream, with the request's deadline), publish the reply
+(confirmed), then ack. A crash
 between publish and ack redelivers the task and the gateway drops the second
 answer; a crash before publish redelivers it and nothing is lost.
 
@@ -22,10 +23,10 @@ import grpc
 
 from calcmq import arithmetic, codec, grpc_util, metrics, topology
 from calcmq.amqp import Broker, Delivery
+from calcmq.calculator_link import CalculatorLink, CalculatorUnavailable
 from calcmq.config import Settings
 from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, reject, reply
 from calcmq.proto import calculator_pb2 as pb
-from calcmq.proto import calculator_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,7 @@ class Worker:
         self.max_attempts = settings.max_attempts
         self.retry_delay = settings.retry_delay
         self.channel = grpc_util.client_channel(settings.calculator_address, settings.tls_ca, CHANNEL_OPTIONS)
-        self.stub = pb_grpc.CalculatorStub(self.channel)
-        self.methods = {
-            pb.SUM: self.stub.Sum,
-            pb.SUBTRACT: self.stub.Subtract,
-            pb.MULTIPLY: self.stub.Multiply,
-            pb.DIVIDE: self.stub.Divide,
-            pb.POWER: self.stub.Power,
-            pb.MODULO: self.stub.Modulo,
-        }
+        self.calculator = CalculatorLink(self.channel, hang_after=CALL_TIMEOUT)
         self.consumer = QueueConsumer(topology.TASKS, self.handle)
         self.broker = Broker(
             settings.rabbitmq_url,
@@ -91,31 +84,25 @@ class Worker:
 
     async def _calculate(self, envelope: codec.Envelope, attempt: int, timeout: float) -> pb.CalculationResult | None:
         """The result (or the caller's error), or None when worth another try."""
-        request = envelope.request
-        method = self.methods.get(request.operation)
-        if method is None:  # the dispatcher refuses these; a forged task still gets an answer
-            return codec.error_result(
-                envelope.request_id,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "unknown operation",
-                worker=self.name,
-                attempts=attempt,
-            )
         try:
             with metrics.CALCULATOR_LATENCY.time():
-                response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            # Only a verdict on the request is final; anything else (down, timed
-            # out, cancelled while it shut down, an internal error) is retried.
-            if exc.code() not in codec.FINAL_ERRORS:
-                log.warning("calculator %s on attempt %d: %s", exc.code().name, attempt, exc.details())
+                answer = await self.calculator.compute(envelope.request, envelope.deadline, timeout)
+        except CalculatorUnavailable as exc:
+            log.warning("calculator %s on attempt %d: %s", exc.code.name, attempt, exc.details)
+            return None
+        if answer.HasField("error"):
+            # Only a verdict on the request is final; anything else (out of
+            # time on the way, an internal error) is retried.
+            code = codec.status_of(answer.error.code)
+            if code not in codec.FINAL_ERRORS:
+                log.warning("calculator %s on attempt %d: %s", code.name, attempt, answer.error.message)
                 return None
             return codec.error_result(
-                envelope.request_id, exc.code(), exc.details() or exc.code().name, worker=self.name, attempts=attempt
+                envelope.request_id, code, answer.error.message, worker=self.name, attempts=attempt
             )
         log.debug("computed on attempt %d", attempt)
         return pb.CalculationResult(
-            request_id=envelope.request_id, result=response.result, worker=self.name, attempts=attempt
+            request_id=envelope.request_id, result=answer.result, worker=self.name, attempts=attempt
         )
 
     async def _retry_or_give_up(self, message: Delivery, envelope: codec.Envelope, attempt: int) -> None:

@@ -24,29 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61lcmq/proto/calculator.proto\x12\ncalculator\".\n\x10OperationRequest\x12\x0c\n\x04num1\x18\x01 \x01(\x01\x12\x0c\n\x04num2\x18\x02 \x01(\x01\"#\n\x11OperationResponse\x12\x0e\n\x06result\x18\x01 \x01(\x01\"n\n\x12\x43\x61lculationRequest\x12(\n\toperation\x18\x01 \x01(\x0e\x32\x15.calculator.Operation\x12\x0c\n\x04num1\x18\x02 \x01(\x01\x12\x0c\n\x04num2\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"{\n\x11\x43\x61lculationResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\x01\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.calculator.Error\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1c\n\x06Ticket\x12\x12\n\nrequest_id\x18\x01 \x01(\t*n\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x07\n\x03SUM\x10\x01\x12\x0c\n\x08SUBTRACT\x10\x02\x12\x0c\n\x08MULTIPLY\x10\x03\x12\n\n\x06\x44IVIDE\x10\x04\x12\t\n\x05POWER\x10\x05\x12\n\n\x06MODULO\x10\x06\x32\xb6\x03\n\nCalculator\x12\x42\n\x03Sum\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12G\n\x08Subtract\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12G\n\x08Multiply\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x45\n\x06\x44ivide\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x44\n\x05Power\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x45\n\x06Modulo\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse2\xa9\x02\n\x07Gateway\x12J\n\tCalculate\x12\x1e.calculator.CalculationRequest\x1a\x1d.calculator.CalculationResult\x12<\n\x06Submit\x12\x1e.calculator.CalculationRequest\x1a\x12.calculator.Ticket\x12>\n\tGetResult\x12\x12.calculator.Ticket\x1a\x1d.calculator.CalculationResult\x12T\n\x0f\x43\x61lculateStream\x12\x1e.calculator.CalculationRequest\x1a\x1d.calculator.CalculationResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61lcmq/proto/calculator.proto\x12\ncalculator\".\n\x10OperationRequest\x12\x0c\n\x04num1\x18\x01 \x01(\x01\x12\x0c\n\x04num2\x18\x02 \x01(\x01\"#\n\x11OperationResponse\x12\x0e\n\x06result\x18\x01 \x01(\x01\"w\n\x0e\x43omputeRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\toperation\x18\x02 \x01(\x0e\x32\x15.calculator.Operation\x12\x0c\n\x04num1\x18\x03 \x01(\x01\x12\x0c\n\x04num2\x18\x04 \x01(\x01\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\x03\"O\n\x0f\x43omputeResponse\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06result\x18\x02 \x01(\x01\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.calculator.Error\"<\n\x0c\x43omputeBatch\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.calculator.ComputeRequest\">\n\x0e\x43omputeAnswers\x12,\n\x07\x61nswers\x18\x01 \x03(\x0b\x32\x1b.calculator.ComputeResponse\"n\n\x12\x43\x61lculationRequest\x12(\n\toperation\x18\x01 \x01(\x0e\x32\x15.calculator.Operation\x12\x0c\n\x04num1\x18\x02 \x01(\x01\x12\x0c\n\x04num2\x18\x03 \x01(\x01\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"{\n\x11\x43\x61lculationResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06result\x18\x02 \x01(\x01\x12 \n\x05\x65rror\x18\x03 \x01(\x0b\x32\x11.calculator.Error\x12\x0e\n\x06worker\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x1c\n\x06Ticket\x12\x12\n\nrequest_id\x18\x01 \x01(\t*n\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x07\n\x03SUM\x10\x01\x12\x0c\n\x08SUBTRACT\x10\x02\x12\x0c\n\x08MULTIPLY\x10\x03\x12\n\n\x06\x44IVIDE\x10\x04\x12\t\n\x05POWER\x10\x05\x12\n\n\x06MODULO\x10\x06\x32\xfb\x03\n\nCalculator\x12\x42\n\x03Sum\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12G\n\x08Subtract\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12G\n\x08Multiply\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x45\n\x06\x44ivide\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x44\n\x05Power\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x45\n\x06Modulo\x12\x1c.calculator.OperationRequest\x1a\x1d.calculator.OperationResponse\x12\x43\n\x07\x43ompute\x12\x18.calculator.ComputeBatch\x1a\x1a.calculator.ComputeAnswers(\x01\x30\x01\x32\xa9\x02\n\x07Gateway\x12J\n\tCalculate\x12\x1e.calculator.CalculationRequest\x1a\x1d.calculator.CalculationResult\x12<\n\x06Submit\x12\x1e.calculator.CalculationRequest\x1a\x12.calculator.Ticket\x12>\n\tGetResult\x12\x12.calculator.Ticket\x1a\x1d.calculator.CalculationResult\x12T\n\x0f\x43\x61lculateStream\x12\x1e.calculator.CalculationRequest\x1a\x1d.calculator.CalculationResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'calcmq.proto.calculator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATION']._serialized_start=437
-  _globals['_OPERATION']._serialized_end=547
+  _globals['_OPERATION']._serialized_start=765
+  _globals['_OPERATION']._serialized_end=875
   _globals['_OPERATIONREQUEST']._serialized_start=45
   _globals['_OPERATIONREQUEST']._serialized_end=91
   _globals['_OPERATIONRESPONSE']._serialized_start=93
   _globals['_OPERATIONRESPONSE']._serialized_end=128
-  _globals['_CALCULATIONREQUEST']._serialized_start=130
-  _globals['_CALCULATIONREQUEST']._serialized_end=240
-  _globals['_CALCULATIONRESULT']._serialized_start=242
-  _globals['_CALCULATIONRESULT']._serialized_end=365
-  _globals['_ERROR']._serialized_start=367
-  _globals['_ERROR']._serialized_end=405
-  _globals['_TICKET']._serialized_start=407
-  _globals['_TICKET']._serialized_end=435
-  _globals['_CALCULATOR']._serialized_start=550
-  _globals['_CALCULATOR']._serialized_end=988
-  _globals['_GATEWAY']._serialized_start=991
-  _globals['_GATEWAY']._serialized_end=1288
+  _globals['_COMPUTEREQUEST']._serialized_start=130
+  _globals['_COMPUTEREQUEST']._serialized_end=249
+  _globals['_COMPUTERESPONSE']._serialized_start=251
+  _globals['_COMPUTERESPONSE']._serialized_end=330
+  _globals['_COMPUTEBATCH']._serialized_start=332
+  _globals['_COMPUTEBATCH']._serialized_end=392
+  _globals['_COMPUTEANSWERS']._serialized_start=394
+  _globals['_COMPUTEANSWERS']._serialized_end=456
+  _globals['_CALCULATIONREQUEST']._serialized_start=458
+  _globals['_CALCULATIONREQUEST']._serialized_end=568
+  _globals['_CALCULATIONRESULT']._serialized_start=570
+  _globals['_CALCULATIONRESULT']._serialized_end=693
+  _globals['_ERROR']._serialized_start=695
+  _globals['_ERROR']._serialized_end=733
+  _globals['_TICKET']._serialized_start=735
+  _globals['_TICKET']._serialized_end=763
+  _globals['_CALCULATOR']._serialized_start=878
+  _globals['_CALCULATOR']._serialized_end=1385
+  _globals['_GATEWAY']._serialized_start=1388
+  _globals['_GATEWAY']._serialized_end=1685
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,8 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -36,6 +37,42 @@ class OperationResponse(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     result: float
     def __init__(self, result: _Optional[float] = ...) -> None: ...
+
+class ComputeRequest(_message.Message):
+    __slots__ = ("id", "operation", "num1", "num2", "deadline_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    NUM1_FIELD_NUMBER: _ClassVar[int]
+    NUM2_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    operation: Operation
+    num1: float
+    num2: float
+    deadline_ms: int
+    def __init__(self, id: _Optional[int] = ..., operation: _Optional[_Union[Operation, str]] = ..., num1: _Optional[float] = ..., num2: _Optional[float] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class ComputeResponse(_message.Message):
+    __slots__ = ("id", "result", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    result: float
+    error: Error
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[float] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class ComputeBatch(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ComputeRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ComputeRequest, _Mapping]]] = ...) -> None: ...
+
+class ComputeAnswers(_message.Message):
+    __slots__ = ("answers",)
+    ANSWERS_FIELD_NUMBER: _ClassVar[int]
+    answers: _containers.RepeatedCompositeFieldContainer[ComputeResponse]
+    def __init__(self, answers: _Optional[_Iterable[_Union[ComputeResponse, _Mapping]]] = ...) -> None: ...
 
 class CalculationRequest(_message.Message):
     __slots__ = ("operation", "num1", "num2", "request_id")

@@ -65,6 +65,11 @@ class CalculatorStub:
                 request_serializer=calcmq_dot_proto_dot_calculator__pb2.OperationRequest.SerializeToString,
                 response_deserializer=calcmq_dot_proto_dot_calculator__pb2.OperationResponse.FromString,
                 _registered_method=True)
+        self.Compute = channel.stream_stream(
+                '/calculator.Calculator/Compute',
+                request_serializer=calcmq_dot_proto_dot_calculator__pb2.ComputeBatch.SerializeToString,
+                response_deserializer=calcmq_dot_proto_dot_calculator__pb2.ComputeAnswers.FromString,
+                _registered_method=True)
 
 
 class CalculatorServicer:
@@ -107,6 +112,17 @@ class CalculatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compute(self, request_iterator, context):
+        """Many operations on one long-lived call: what the workers use. Each
+        message carries the operations a worker had ready at once, and its answer
+        the same operations' results: far cheaper than a call per operation.
+        Answers carry the id of their request; errors come in the answer
+        (the same codes as the unary methods), and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalculatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +155,11 @@ def add_CalculatorServicer_to_server(servicer, server):
                     servicer.Modulo,
                     request_deserializer=calcmq_dot_proto_dot_calculator__pb2.OperationRequest.FromString,
                     response_serializer=calcmq_dot_proto_dot_calculator__pb2.OperationResponse.SerializeToString,
+            ),
+            'Compute': grpc.stream_stream_rpc_method_handler(
+                    servicer.Compute,
+                    request_deserializer=calcmq_dot_proto_dot_calculator__pb2.ComputeBatch.FromString,
+                    response_serializer=calcmq_dot_proto_dot_calculator__pb2.ComputeAnswers.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +325,33 @@ class Calculator:
             '/calculator.Calculator/Modulo',
             calcmq_dot_proto_dot_calculator__pb2.OperationRequest.SerializeToString,
             calcmq_dot_proto_dot_calculator__pb2.OperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compute(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/calculator.Calculator/Compute',
+            calcmq_dot_proto_dot_calculator__pb2.ComputeBatch.SerializeToString,
+            calcmq_dot_proto_dot_calculator__pb2.ComputeAnswers.FromString,
             options,
             channel_credentials,
             insecure,

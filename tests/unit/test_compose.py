@@ -229,7 +229,7 @@ def _calculator() -> Iterator[int]:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        server, port = asyncio.run_coroutine_threadsafe(create_server("127.0.0.1:0"), loop).result(10)
+        server, port, _ = asyncio.run_coroutine_threadsafe(create_server("127.0.0.1:0"), loop).result(10)
         try:
             yield port
         finally:

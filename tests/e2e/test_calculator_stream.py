@@ -1,0 +1,128 @@
+"""The calculator's Compute stream and the worker's link to it, against a real
+calculator_server.py process: answers by id, refusals that leave the stream
+open, and a calculator that dies or hangs under operations in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from calcmq.calculator_link import CalculatorLink, CalculatorUnavailable
+from calcmq.proto import calculator_pb2 as pb
+from calcmq.proto import calculator_pb2_grpc as pb_grpc
+from tests.conftest import show_logs_if_failed
+from tests.support import System
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def calculator(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[System]:
+    """Only the calculator: these tests need no broker."""
+    system = System("amqp://unused", tmp_path, workers=0)
+    system.add("calculator", "calculator_server.py")
+    system.wait_serving(system.calculator_address)
+    yield system
+    system.stop()
+    show_logs_if_failed(request, system)
+
+
+def op(operation: pb.Operation, a: float, b: float, request_id: str = "r") -> pb.CalculationRequest:
+    return pb.CalculationRequest(operation=operation, num1=a, num2=b, request_id=request_id)
+
+
+def test_compute_answers_each_batch_by_id_and_refusals_do_not_end_the_stream(calculator: System) -> None:
+    far = int((time.time() + 60) * 1000)
+    requests = [
+        pb.ComputeRequest(id=1, operation=pb.DIVIDE, num1=7, num2=2, deadline_ms=far),
+        pb.ComputeRequest(id=2, operation=pb.DIVIDE, num1=1, num2=0, deadline_ms=far),
+        pb.ComputeRequest(id=3, operation=pb.POWER, num1=10, num2=400),
+        pb.ComputeRequest(id=4, operation=pb.OPERATION_UNSPECIFIED, num1=1, num2=1),
+        pb.ComputeRequest(id=5, operation=pb.SUM, num1=1, num2=2, deadline_ms=int(time.time() * 1000) - 1),
+        pb.ComputeRequest(id=6, operation=pb.MODULO, num1=-7, num2=3),
+    ]
+    batches = [pb.ComputeBatch(requests=requests[:2]), pb.ComputeBatch(requests=requests[2:])]
+    with grpc.insecure_channel(calculator.calculator_address) as channel:
+        replies = list(pb_grpc.CalculatorStub(channel).Compute(iter(batches), timeout=10))
+    assert [[a.id for a in reply.answers] for reply in replies] == [[1, 2], [3, 4, 5, 6]]
+    answers = {a.id: a for reply in replies for a in reply.answers}
+    assert set(answers) == {1, 2, 3, 4, 5, 6}
+    assert answers[1].result == 3.5 and not answers[1].HasField("error")
+    assert answers[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answers[2].error.message == "division by zero"
+    assert answers[3].error.code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+    assert answers[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answers[5].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert answers[6].result == 2.0
+
+
+async def _many(address: str, count: int) -> list[pb.ComputeResponse]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        link = CalculatorLink(channel, hang_after=5)
+        deadline = time.time() + 30
+        answers = await asyncio.gather(*(link.compute(op(pb.MULTIPLY, i, 3), deadline, 5) for i in range(count)))
+        link.close()
+        return answers
+
+
+def test_the_link_matches_concurrent_operations_to_their_answers(calculator: System) -> None:
+    answers = asyncio.run(_many(calculator.calculator_address, 500))
+    assert [a.result for a in answers] == [3.0 * i for i in range(500)]
+
+
+async def _across_a_restart(system: System) -> tuple[list[BaseException | pb.ComputeResponse], pb.ComputeResponse]:
+    async with grpc.aio.insecure_channel(
+        system.calculator_address, options=[("grpc.max_reconnect_backoff_ms", 500)]
+    ) as channel:
+        link = CalculatorLink(channel, hang_after=5)
+        deadline = time.time() + 60
+        assert (await link.compute(op(pb.SUM, 1, 1), deadline, 5)).result == 2
+        system.processes["calculator"].signal(signal.SIGSTOP)  # operations now wait on a frozen calculator
+        in_flight = [asyncio.ensure_future(link.compute(op(pb.SUM, i, 1), deadline, 5)) for i in range(20)]
+        await asyncio.sleep(0.3)
+        system.processes["calculator"].kill()
+        failed = await asyncio.gather(*in_flight, return_exceptions=True)
+        system.add("calculator", "calculator_server.py")
+        system.wait_serving(system.calculator_address)
+        after = await link.compute(op(pb.SUM, 40, 2), deadline, 5)
+        link.close()
+        return failed, after
+
+
+def test_a_calculator_killed_under_load_fails_what_waited_and_the_next_operation_reconnects(
+    calculator: System,
+) -> None:
+    failed, after = asyncio.run(_across_a_restart(calculator))
+    assert all(isinstance(f, CalculatorUnavailable) for f in failed)  # killed with all of them unanswered
+    assert after.result == 42
+
+
+async def _hung(system: System) -> tuple[CalculatorUnavailable, float, pb.ComputeResponse]:
+    async with grpc.aio.insecure_channel(system.calculator_address) as channel:
+        link = CalculatorLink(channel, hang_after=0.5)
+        deadline = time.time() + 60
+        await link.compute(op(pb.SUM, 1, 1), deadline, 5)
+        system.processes["calculator"].signal(signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            with pytest.raises(CalculatorUnavailable) as info:
+                await link.compute(op(pb.SUM, 2, 2), deadline, 0.5)
+            waited = time.monotonic() - started
+        finally:
+            system.processes["calculator"].signal(signal.SIGCONT)
+        after = await link.compute(op(pb.SUM, 20, 22), deadline, 5)  # on a new stream
+        link.close()
+        return info.value, waited, after
+
+
+def test_a_hung_calculator_costs_an_operation_its_timeout_and_the_stream_is_replaced(calculator: System) -> None:
+    error, waited, after = asyncio.run(_hung(calculator))
+    assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert waited < 3
+    assert after.result == 42
