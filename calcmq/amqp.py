@@ -19,6 +19,7 @@ stop here: the rest of the code sees `BrokerUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -114,6 +115,31 @@ class Delivery:
         self.session.settle(self.tag, ack=False, requeue=requeue)
 
 
+class _Connection(AsyncioConnection):  # type: ignore[misc]
+    """pika's AsyncioConnection, sending what one turn of the event loop wrote in one piece.
+
+    pika gives its transport one buffer per publish or ack, and the transport
+    sends each with its own send(2). Joined, a turn that published and acked
+    fifty messages costs one syscall here and one read at the broker.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> None:
+        self._outgoing: list[bytes] = []
+        self._flush_loop = loop
+        super().__init__(*args, custom_ioloop=loop, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._outgoing:
+            self._flush_loop.call_soon(self._flush)
+        self._outgoing.append(data)
+
+    def _flush(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if not self.is_closed:  # a lost connection has no transport left to write to
+            super()._adapter_emit_data(data)
+
+
 class Session:
     """One open connection and its one confirming channel, until either closes.
 
@@ -124,11 +150,15 @@ class Session:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._connection: AsyncioConnection | None = None
+        self._connection: _Connection | None = None
         self._channel: Channel | None = None
         self._calls: set[asyncio.Future[Any]] = set()
         self._confirms: dict[int, tuple[asyncio.Future[None], asyncio.TimerHandle]] = {}
         self._published = 0
+        # Delivery tags not yet acked or nacked, ascending (one consumer per
+        # channel: tags arrive in order), and the acks this loop turn asked for.
+        self._unsettled: dict[int, None] = {}
+        self._acks: list[int] = []
         self.closed: asyncio.Future[ChannelClosed] = loop.create_future()
 
     @property
@@ -145,12 +175,12 @@ class Session:
         if url.startswith("amqps://"):
             parameters.ssl_options = pika.SSLOptions(ssl_context, parameters.host)
         self._connection = await self._call(
-            lambda done: AsyncioConnection(
+            lambda done: _Connection(
+                self._loop,
                 parameters,
                 on_open_callback=done,
                 on_open_error_callback=lambda _, exc: self._lost(exc),
                 on_close_callback=lambda _, exc: self._lost(exc),
-                custom_ioloop=self._loop,
             )
         )
         self._connection.add_on_connection_blocked_callback(
@@ -243,6 +273,7 @@ class Session:
         channel = self._open()
 
         def on_message(_: Channel, method: Basic.Deliver, properties: BasicProperties, body: bytes) -> None:
+            self._unsettled[method.delivery_tag] = None
             on_delivery(Delivery(body, properties, method.delivery_tag, self))
 
         frame = await self._call(lambda done: channel.basic_consume(queue, on_message, callback=done))
@@ -253,17 +284,43 @@ class Session:
         await self._call(lambda done: channel.basic_cancel(consumer_tag, callback=done))
 
     def settle(self, tag: int, *, ack: bool, requeue: bool = True) -> None:
-        """Ack or nack; on a closed channel there is nothing to do (the broker redelivers)."""
+        """Ack or nack; on a closed channel there is nothing to do (the broker redelivers).
+
+        Acks wait for the end of the loop turn, then go out as one ack with
+        `multiple` for every tag below the oldest one still being worked on
+        (https://www.rabbitmq.com/docs/confirms#consumer-acks-multiple-parameter),
+        and one ack each for the rest: never later than asked, far fewer frames.
+        """
         if self._channel is None or self.closed.done():
             log.debug("not settled, the channel closed: the broker redelivers")
             return
+        if ack:
+            if not self._acks:
+                self._loop.call_soon(self._send_acks)
+            self._acks.append(tag)
+            return
+        self._unsettled.pop(tag, None)
         try:
-            if ack:
-                self._channel.basic_ack(tag)
-            else:
-                self._channel.basic_nack(tag, requeue=requeue)
+            self._channel.basic_nack(tag, requeue=requeue)
         except pika.exceptions.AMQPError as exc:
             log.warning("could not settle a message: %s", describe(exc))
+
+    def _send_acks(self) -> None:
+        tags = sorted(self._acks)
+        self._acks.clear()
+        if self._channel is None or self.closed.done():
+            return
+        for tag in tags:
+            self._unsettled.pop(tag, None)
+        oldest_open = next(iter(self._unsettled), None)
+        covered = len(tags) if oldest_open is None else bisect.bisect_left(tags, oldest_open)
+        try:
+            if covered:
+                self._channel.basic_ack(tags[covered - 1], multiple=True)
+            for tag in tags[covered:]:
+                self._channel.basic_ack(tag)
+        except pika.exceptions.AMQPError as exc:
+            log.warning("could not ack: %s", describe(exc))
 
     # -- publishing --------------------------------------------------------------------
 
