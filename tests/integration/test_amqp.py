@@ -1,0 +1,104 @@
+"""calcmq.amqp.Session against the real broker, on a private vhost: confirms
+tracked by delivery tag, acks grouped with `multiple`, channel errors."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+
+import pytest
+from pika.spec import BasicProperties
+
+from calcmq.amqp import NOT_FOUND, BrokerUnavailable, ChannelClosed, Delivery, Message, Session
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "amqp-test"
+QUORUM = {"x-queue-type": "quorum"}
+
+
+async def _session(url: str) -> Session:
+    session = Session(asyncio.get_running_loop())
+    await session.open(url, "test", ssl.create_default_context())
+    return session
+
+
+def _message(i: int) -> Message:
+    return Message(str(i).encode(), BasicProperties(delivery_mode=2, correlation_id=str(i)))
+
+
+async def _publish_confirmed(url: str, count: int) -> list[None]:
+    session = await _session(url)
+    try:
+        await session.declare_queue(QUEUE, arguments=QUORUM)
+        # All published before any confirm is awaited: the futures are settled by tag.
+        confirms = [session.publish(_message(i), QUEUE, timeout=10) for i in range(count)]
+        return await asyncio.gather(*confirms)
+    finally:
+        await session.close()
+
+
+async def _take(url: str, count: int, timeout: float = 10) -> list[Delivery]:
+    session = await _session(url)
+    deliveries: list[Delivery] = []
+    arrived = asyncio.Event()
+
+    def on_delivery(delivery: Delivery) -> None:
+        deliveries.append(delivery)
+        if len(deliveries) == count:
+            arrived.set()
+
+    await session.qos(1000)
+    await session.consume(QUEUE, on_delivery)
+    await asyncio.wait_for(arrived.wait(), timeout)
+    return deliveries
+
+
+async def _ack_out_of_order(url: str, count: int, held: int) -> tuple[bool, list[str]]:
+    deliveries = await _take(url, count)
+    session = deliveries[0].session
+    keep = set(random.sample(range(count), held))
+    order = [d for i, d in enumerate(deliveries) if i not in keep]
+    random.shuffle(order)
+    for chunk in range(0, len(order), 7):  # several loop turns, each with a few acks
+        for delivery in order[chunk : chunk + 7]:
+            delivery.ack()
+        await asyncio.sleep(0.01)
+    deliveries[sorted(keep)[0]].nack(requeue=True)  # a nack between the acks, too
+    await asyncio.sleep(0.3)
+    still_open = session.is_open  # an ack of an unknown tag would have closed the channel
+    await session.close()
+    again = await _take(url, held)
+    await again[0].session.close()
+    return still_open, sorted(d.body.decode() for d in again)
+
+
+def test_confirms_settle_every_publish_by_delivery_tag(vhost_url: str) -> None:
+    assert asyncio.run(_publish_confirmed(vhost_url, 500)) == [None] * 500
+
+
+def test_grouped_acks_never_ack_a_delivery_still_being_worked_on(vhost_url: str) -> None:
+    asyncio.run(_publish_confirmed(vhost_url, 60))
+    still_open, redelivered = asyncio.run(_ack_out_of_order(vhost_url, 60, held=5))
+    assert still_open
+    assert len(redelivered) == 5  # exactly the five never acked come back: the nacked one and four held
+
+
+async def _closed_then_publish(url: str) -> tuple[ChannelClosed, BaseException]:
+    session = await _session(url)
+    with pytest.raises(ChannelClosed) as missing:
+        await session.declare_queue("no-such-queue", passive=True)
+    assert not session.is_open
+    failed = session.publish(_message(1), QUEUE, timeout=5)
+    with pytest.raises(BrokerUnavailable) as refused:
+        await failed
+    await session.close()
+    return missing.value, refused.value
+
+
+def test_a_channel_error_carries_its_code_and_ends_the_session(vhost_url: str) -> None:
+    missing, refused = asyncio.run(_closed_then_publish(vhost_url))
+    assert missing.reply_code == NOT_FOUND
+    assert "no-such-queue" in str(missing)
+    assert isinstance(refused, BrokerUnavailable)
