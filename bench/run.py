@@ -174,7 +174,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "rabbitmq": rabbitmqctl("version"),
-        **{package: version(package) for package in ("pika", "aio-pika", "grpcio", "protobuf")},
+        **{package: version(package) for package in ("pika", "grpcio", "protobuf")},
     }
 
 

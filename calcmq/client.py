@@ -470,7 +470,7 @@ def cmd_batch(args: argparse.Namespace) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    # Imported here: aio-pika and the AMQP code are needed by this command alone.
+    # Imported here: pika and the AMQP code are needed by this command alone.
     from calcmq import stats
 
     timeout = min(args.timeout, 5.0)

@@ -1,9 +1,9 @@
 """The Gateway gRPC service: every call is published to calc.requests and
 answered from this gateway's own reply queue.
 
-All of it runs on one event loop (grpc.aio and aio-pika): a waiting call is a
-future in `Replies`, not a thread, and publisher confirms are awaited per
-message by aio-pika, which tracks them by delivery tag so many are in flight.
+All of it runs on one event loop (grpc.aio and pika's AsyncioConnection): a
+waiting call is a future in `Replies`, not a thread, and publisher confirms
+are futures settled by delivery tag (calcmq.amqp), so many are in flight.
 """
 
 from __future__ import annotations
