@@ -25,7 +25,7 @@ def main() -> None:
             ", TLS" if settings.tls_cert else "",
         )
         await stop.wait()
-        service.stopping = True
+        service.stop()
         await server.stop(grace=5)
         log.info("calculator stopped")
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -21,6 +22,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Calculator"].full_name
 class CalculatorService(pb_grpc.CalculatorServicer):
     def __init__(self) -> None:
         self.stopping = False
+        self._idle: set[asyncio.Task[Any]] = set()  # Compute streams waiting for their next batch
 
     async def _compute(
         self, operation: int, request: pb.OperationRequest, context: grpc.aio.ServicerContext
@@ -53,19 +55,33 @@ class CalculatorService(pb_grpc.CalculatorServicer):
         self, request_iterator: AsyncIterator[pb.ComputeBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ComputeAnswers]:
         # A worker keeps its stream open for as long as both run, which would
-        # hold a stopping server for all of its grace period. So once stopping,
-        # a stream ends after its next answer; the worker retries whatever it
-        # sent after that, on the next calculator.
+        # hold a stopping server for all of its grace period. So `stop()` ends
+        # the streams waiting for a batch at once, and a busy one after its
+        # next answer; the worker retries what it sent after that elsewhere.
+        task = asyncio.current_task()
+        assert task is not None
+        batches = aiter(request_iterator)
         try:
-            async for batch in request_iterator:
-                yield pb.ComputeAnswers(answers=[compute_one(request) for request in batch.requests])
-                if self.stopping:
+            while not self.stopping:
+                self._idle.add(task)
+                try:
+                    batch = await anext(batches)
+                except StopAsyncIteration:
                     return
+                finally:
+                    self._idle.discard(task)
+                yield pb.ComputeAnswers(answers=[compute_one(request) for request in batch.requests])
         except asyncio.CancelledError:
             if not self.stopping:
                 raise
-            # An idle stream at the end of the grace period: nothing was
-            # half done, so end it quietly instead of with grpc's traceback.
+            # stop() woke an idle stream: nothing is half done, so the stream
+            # ends cleanly instead of with grpc's traceback for a cancelled RPC.
+
+    def stop(self) -> None:
+        """End every Compute stream (idle ones now, busy ones after their next answer)."""
+        self.stopping = True
+        for task in self._idle:
+            task.cancel()
 
 
 def compute_one(request: pb.ComputeRequest) -> pb.ComputeResponse:

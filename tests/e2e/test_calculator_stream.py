@@ -126,3 +126,22 @@ def test_a_hung_calculator_costs_an_operation_its_timeout_and_the_stream_is_repl
     assert error.code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert waited < 3
     assert after.result == 42
+
+
+async def _stop_under_an_idle_stream(system: System) -> tuple[int | None, float]:
+    async with grpc.aio.insecure_channel(system.calculator_address) as channel:
+        link = CalculatorLink(channel, hang_after=5)
+        await link.compute(op(pb.SUM, 1, 1), time.time() + 60, 5)  # the stream stays open, idle
+        started = time.monotonic()
+        code = await asyncio.to_thread(system.processes["calculator"].stop)
+        stopped_in = time.monotonic() - started
+        link.close()
+        return code, stopped_in
+
+
+def test_a_calculator_stops_at_once_and_cleanly_under_an_idle_worker_stream(calculator: System) -> None:
+    code, stopped_in = asyncio.run(_stop_under_an_idle_stream(calculator))
+    assert code == 0
+    assert stopped_in < 3  # not its 5 s grace period
+    log = calculator.processes["calculator"].log()
+    assert "Traceback" not in log and "level=ERROR" not in log
