@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ import pika.exceptions
 import pika.frame
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
-from pika.spec import Basic, BasicProperties
+from pika.spec import FRAME_END_SIZE, FRAME_HEADER, FRAME_HEADER_SIZE, Basic, BasicProperties
 
 from calcmq import metrics, topology
 from calcmq.logs import mask_url
@@ -127,6 +128,25 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]
         self._outgoing: list[bytes] = []
         self._flush_loop = loop
         super().__init__(*args, custom_ioloop=loop, **kwargs)
+
+    def _read_frame(self) -> tuple[int, Any]:
+        try:
+            return super()._read_frame()  # type: ignore[no-any-return]
+        except Exception as exc:  # whatever pika's decoder raised for a value it cannot read
+            return self._without_properties(exc)
+
+    def _without_properties(self, exc: Exception) -> tuple[int, Any]:
+        """A content header whose properties pika cannot decode (a timestamp out of
+        datetime's range, say) would otherwise tear the connection down, and with
+        it every delivery in flight, on every redelivery: the message instead
+        arrives without properties, and the codec refuses it like any garbage."""
+        buffer = self._frame_buffer
+        if len(buffer) < FRAME_HEADER_SIZE + 12 or buffer[0] != FRAME_HEADER:
+            raise exc
+        channel, size = struct.unpack_from(">HL", buffer, 1)
+        (body_size,) = struct.unpack_from(">Q", buffer, FRAME_HEADER_SIZE + 4)  # after class id and weight
+        log.warning("a message's properties could not be decoded (%s); it is delivered without them", describe(exc))
+        return FRAME_HEADER_SIZE + size + FRAME_END_SIZE, pika.frame.Header(channel, body_size, BasicProperties())
 
     def _adapter_emit_data(self, data: bytes) -> None:
         if not self._outgoing:

@@ -74,7 +74,7 @@ class _Stream:
     def __init__(self, stub: pb_grpc.CalculatorStub) -> None:
         self._loop = asyncio.get_running_loop()
         self._batch: list[pb.ComputeRequest] = []
-        self._outbox: asyncio.Queue[pb.ComputeBatch] = asyncio.Queue()
+        self._outbox: asyncio.Queue[pb.ComputeBatch | None] = asyncio.Queue()  # None: no more
         self._waiting: dict[int, asyncio.Future[pb.ComputeResponse]] = {}
         self._call: grpc.aio.StreamStreamCall = stub.Compute(self._requests())
         self._reader = self._loop.create_task(self._read())
@@ -100,8 +100,8 @@ class _Stream:
         self._batch = []
 
     async def _requests(self) -> AsyncIterator[pb.ComputeBatch]:
-        while True:
-            yield await self._outbox.get()
+        while (batch := await self._outbox.get()) is not None:
+            yield batch
 
     async def _read(self) -> None:
         try:
@@ -135,6 +135,7 @@ class _Stream:
 
     def _end(self, error: CalculatorUnavailable) -> None:
         self.ended = True
+        self._outbox.put_nowait(None)  # lets gRPC's task feeding the call finish
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)

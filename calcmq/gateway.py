@@ -199,6 +199,14 @@ class GatewayService(pb_grpc.GatewayServicer):
             error = CalcError(grpc.StatusCode.UNAVAILABLE, str(exc))
             self.replies.forget(request_id, error)
             raise error from None
+        except asyncio.CancelledError:
+            # The caller went away before the confirm: nobody holds a ticket for
+            # this, and a retry with the same id must publish again, not wait
+            # for a message that may never have reached the broker.
+            self.replies.forget(
+                request_id, CalcError(grpc.StatusCode.UNAVAILABLE, "cancelled before the broker confirmed")
+            )
+            raise
         self.replies.confirmed(request_id)
         log.debug("published operation %d", request.operation)
         return future

@@ -145,3 +145,25 @@ def test_a_calculator_stops_at_once_and_cleanly_under_an_idle_worker_stream(calc
     assert stopped_in < 3  # not its 5 s grace period
     log = calculator.processes["calculator"].log()
     assert "Traceback" not in log and "level=ERROR" not in log
+
+
+async def _tasks_across_restarts(system: System, restarts: int) -> list[int]:
+    counts = []
+    async with grpc.aio.insecure_channel(
+        system.calculator_address, options=[("grpc.max_reconnect_backoff_ms", 500)]
+    ) as channel:
+        link = CalculatorLink(channel, hang_after=5)
+        for _ in range(restarts):
+            assert (await link.compute(op(pb.SUM, 1, 1), time.time() + 60, 5)).result == 2
+            system.processes["calculator"].kill()
+            await asyncio.sleep(0.3)
+            counts.append(len(asyncio.all_tasks()))
+            system.add("calculator", "calculator_server.py")
+            system.wait_serving(system.calculator_address)
+        link.close()
+    return counts
+
+
+def test_a_broken_stream_leaves_no_task_behind(calculator: System) -> None:
+    counts = asyncio.run(_tasks_across_restarts(calculator, 3))
+    assert counts == [counts[0]] * 3, f"tasks after each broken stream: {counts}"

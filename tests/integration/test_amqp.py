@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import struct
+from collections.abc import Callable
 
+import pika.data
 import pytest
 from pika.spec import BasicProperties
 
@@ -102,3 +105,47 @@ def test_a_channel_error_carries_its_code_and_ends_the_session(vhost_url: str) -
     assert missing.reply_code == NOT_FOUND
     assert "no-such-queue" in str(missing)
     assert isinstance(refused, BrokerUnavailable)
+
+
+class _FarTimestamp:
+    """A header value pika encodes as an AMQP timestamp beyond datetime's range."""
+
+
+def _encode_far_timestamps(original: Callable[[list[bytes], object], int]) -> Callable[[list[bytes], object], int]:
+    def encode_value(pieces: list[bytes], value: object) -> int:
+        if isinstance(value, _FarTimestamp):
+            pieces.append(struct.pack(">cQ", b"T", 2**62))
+            return 9
+        return original(pieces, value)
+
+    return encode_value
+
+
+async def _poison_among_good(url: str) -> tuple[list[Delivery], bool]:
+    session = await _session(url)
+    await session.declare_queue(QUEUE, arguments=QUORUM)
+    poison = Message(b"poison", BasicProperties(delivery_mode=2, correlation_id="p", headers={"t": _FarTimestamp()}))
+    confirms = [session.publish(_message(i), QUEUE, timeout=10) for i in range(5)]
+    confirms.append(session.publish(poison, QUEUE, timeout=10))
+    confirms += [session.publish(_message(i), QUEUE, timeout=10) for i in range(5, 10)]
+    await asyncio.gather(*confirms)
+    await session.close()
+    deliveries = await _take(url, 11)
+    await asyncio.sleep(0.2)
+    still_open = deliveries[0].session.is_open
+    await deliveries[0].session.close()
+    return deliveries, still_open
+
+
+def test_a_message_whose_properties_cannot_be_decoded_arrives_without_them(
+    vhost_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instead of the connection dropping, and every delivery in flight with it."""
+    monkeypatch.setattr(pika.data, "encode_value", _encode_far_timestamps(pika.data.encode_value))
+    deliveries, still_open = asyncio.run(_poison_among_good(vhost_url))
+    assert still_open
+    assert [d.body for d in deliveries] == [str(i).encode() for i in range(5)] + [b"poison"] + [
+        str(i).encode() for i in range(5, 10)
+    ]
+    assert deliveries[5].correlation_id is None and deliveries[5].headers == {}
+    assert [d.correlation_id for d in deliveries[6:]] == [str(i) for i in range(5, 10)]
