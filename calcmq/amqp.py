@@ -25,6 +25,7 @@ import logging
 import random
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from calcmq.logs import mask_url
 log = logging.getLogger(__name__)
 
 ABANDON_PAUSE = 2.0
+STABLE_SESSION = 5.0  # seconds a session must last before the reconnect backoff starts over
 CONNECT_TIMEOUT = 5.0
 RESOURCE_LOCKED = 405
 NOT_FOUND = 404
@@ -473,10 +475,10 @@ class Broker:
             try:
                 await self._connect()
             except Exception as exc:  # whatever went wrong, this loop must go on
-                delay = min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
+                delay = self._backoff(delay)
                 log.warning("no broker session (%s); retrying in %.1fs", describe(exc), delay)
                 continue
-            delay = 0.0  # a session that got going resets the backoff
+            started = time.monotonic()
             await self._serve()
             if self._abandoned.is_set():
                 # Right after a cluster node is lost, a fresh channel may be
@@ -484,6 +486,13 @@ class Broker:
                 # every lost session returns its unacked messages, each return
                 # counting towards the delivery limit. So pause first.
                 delay = ABANDON_PAUSE * random.uniform(1.0, 1.5)
+            elif time.monotonic() - started < STABLE_SESSION:
+                delay = self._backoff(delay)  # it died at once (a channel error on first use): no success
+            else:
+                delay = 0.0  # a session that lasted resets the backoff
+
+    def _backoff(self, delay: float) -> float:
+        return min(self._max_backoff, max(0.25, delay * 2)) * random.uniform(0.5, 1.0)
 
     async def _open(self) -> tuple[Session, str]:
         """A session with the first address that answers, starting from `_next`."""
