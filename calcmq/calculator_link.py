@@ -17,6 +17,7 @@ seconds means a hung calculator: the stream is cancelled, as if it had died.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -77,7 +78,9 @@ class _Stream:
         self._outbox: asyncio.Queue[pb.ComputeBatch | None] = asyncio.Queue()  # None: no more
         self._waiting: dict[int, asyncio.Future[pb.ComputeResponse]] = {}
         self._call: grpc.aio.StreamStreamCall = stub.Compute(self._requests())
-        self._reader = self._loop.create_task(self._read())
+        # A context of its own: the stream outlives the request that opened
+        # it, whose id must not label the stream's log lines.
+        self._reader = self._loop.create_task(self._read(), context=contextvars.Context())
         self.ended = False
 
     async def compute(self, request: pb.ComputeRequest, timeout: float, hung: bool) -> pb.ComputeResponse:
@@ -110,13 +113,17 @@ class _Stream:
                     future = self._waiting.get(answer.id)
                     if future is not None and not future.done():
                         future.set_result(answer)
+            # The calculator is stopping (calcmq.calculator ends its streams): expected.
             error = CalculatorUnavailable(grpc.StatusCode.UNAVAILABLE, "the calculator ended the stream")
+            level = logging.INFO
         except grpc.aio.AioRpcError as exc:
             error = CalculatorUnavailable(exc.code(), exc.details() or exc.code().name)
+            level = logging.WARNING
         except asyncio.CancelledError:
             error = CalculatorUnavailable(grpc.StatusCode.CANCELLED, "the stream was cancelled")
+            level = logging.WARNING
         if not self.ended:
-            log.warning("the stream to the calculator ended: %s", error)
+            log.log(level, "the stream to the calculator ended: %s", error)
         self._end(error)
 
     def _time_out(self, request_id: int, hung: bool) -> None:
