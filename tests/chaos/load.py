@@ -109,7 +109,7 @@ class StreamLoad:
     """
 
     def __init__(
-        self, address: str, prefix: str, total: int = 2000, window: int = 100, timeout: float = 240, rate: float = 250
+        self, address: str, prefix: str, total: int = 2000, window: int = 100, timeout: float = 240, rate: float = 400
     ) -> None:
         self.answers = Answers(make_requests(prefix, total))
         self._address = address

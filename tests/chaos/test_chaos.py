@@ -114,7 +114,7 @@ def on_private_broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterato
 
 def test_a_broker_restart_loses_nothing(on_private_broker: tuple[PrivateBroker, System]) -> None:
     broker, system = on_private_broker
-    load = StreamLoad(system.gateway_address, "broker-restart", TOTAL).start()
+    load = StreamLoad(system.gateway_address, "broker-restart", TOTAL, rate=250).start()  # rabbitmqctl takes seconds
     load.wait_answered(TOTAL // 3)
     broker.stop_app()
     load.assert_mid_load()
@@ -137,7 +137,7 @@ def test_a_gateway_killed_between_submit_and_get_result_keeps_every_ticket(chaos
 
 
 def test_sigterm_to_each_component_in_turn_loses_nothing(chaos_system: System) -> None:
-    load = StreamLoad(chaos_system.gateway_address, "sigterm", TOTAL).start()
+    load = StreamLoad(chaos_system.gateway_address, "sigterm", TOTAL, rate=250).start()  # four stops in turn
     for step, name in enumerate(["worker1", "dispatcher", "calculator", "worker2"], start=1):
         load.wait_answered(step * TOTAL // 6)
         process = chaos_system.processes[name]
