@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from calcmq import codec
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 
@@ -45,6 +46,18 @@ class CalculatorLink:
         self._hang_after = hang_after
         self._ids = itertools.count(1)
         self._stream: _Stream | None = None
+        # A calculator from before Compute existed answers UNIMPLEMENTED: in a
+        # rolling upgrade the workers may be newer than it. Then this link
+        # calls the unary methods instead, until the worker restarts.
+        self._unary_only = False
+        self._unary = {
+            pb.SUM: self._stub.Sum,
+            pb.SUBTRACT: self._stub.Subtract,
+            pb.MULTIPLY: self._stub.Multiply,
+            pb.DIVIDE: self._stub.Divide,
+            pb.POWER: self._stub.Power,
+            pb.MODULO: self._stub.Modulo,
+        }
 
     async def compute(self, request: pb.CalculationRequest, deadline: float, timeout: float) -> pb.ComputeResponse:
         """The calculator's answer (a result or its refusal), or `CalculatorUnavailable`.
@@ -52,6 +65,8 @@ class CalculatorLink:
         `timeout` is the most this operation waits; at `hang_after` or more,
         running out of it condemns the stream.
         """
+        if self._unary_only:
+            return await self._compute_unary(request, timeout)
         stream = self._stream
         if stream is None or stream.ended:
             stream = self._stream = _Stream(self._stub)
@@ -62,7 +77,28 @@ class CalculatorLink:
             num2=request.num2,
             deadline_ms=int(deadline * 1000),
         )
-        return await stream.compute(operation, timeout, hung=timeout >= self._hang_after)
+        try:
+            return await stream.compute(operation, timeout, hung=timeout >= self._hang_after)
+        except CalculatorUnavailable as exc:
+            if exc.code != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            if not self._unary_only:
+                log.warning("the calculator has no Compute stream (an older version): calling its unary methods")
+                self._unary_only = True
+            return await self._compute_unary(request, timeout)
+
+    async def _compute_unary(self, request: pb.CalculationRequest, timeout: float) -> pb.ComputeResponse:
+        method = self._unary.get(request.operation)
+        if method is None:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, f"unknown operation {request.operation}"
+            return pb.ComputeResponse(error=pb.Error(code=code.value[0], message=message))
+        try:
+            response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in codec.FINAL_ERRORS:
+                raise CalculatorUnavailable(exc.code(), exc.details() or exc.code().name) from None
+            return pb.ComputeResponse(error=pb.Error(code=exc.code().value[0], message=exc.details() or ""))
+        return pb.ComputeResponse(result=response.result)
 
     def close(self) -> None:
         if self._stream is not None:

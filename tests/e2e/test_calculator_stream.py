@@ -167,3 +167,44 @@ async def _tasks_across_restarts(system: System, restarts: int) -> list[int]:
 def test_a_broken_stream_leaves_no_task_behind(calculator: System) -> None:
     counts = asyncio.run(_tasks_across_restarts(calculator, 3))
     assert counts == [counts[0]] * 3, f"tasks after each broken stream: {counts}"
+
+
+class _OldCalculator(pb_grpc.CalculatorServicer):
+    """A calculator from before Compute: the generated base answers UNIMPLEMENTED for it."""
+
+    async def Sum(self, request: pb.OperationRequest, context: grpc.aio.ServicerContext) -> pb.OperationResponse:
+        return pb.OperationResponse(result=request.num1 + request.num2)
+
+    async def Divide(self, request: pb.OperationRequest, context: grpc.aio.ServicerContext) -> pb.OperationResponse:
+        if request.num2 == 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "division by zero")
+        return pb.OperationResponse(result=request.num1 / request.num2)
+
+
+async def _against_an_old_calculator() -> list[pb.ComputeResponse]:
+    server = grpc.aio.server()
+    pb_grpc.add_CalculatorServicer_to_server(_OldCalculator(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            link = CalculatorLink(channel, hang_after=5)
+            deadline = time.time() + 30
+            answers = [
+                await link.compute(op(pb.SUM, 40, 2), deadline, 5),
+                await link.compute(op(pb.DIVIDE, 1, 0), deadline, 5),
+                await link.compute(op(pb.SUM, 1, 1), deadline, 5),
+            ]
+            link.close()
+            return answers
+    finally:
+        await server.stop(0)
+
+
+def test_a_calculator_without_compute_is_called_through_its_unary_methods(caplog: pytest.LogCaptureFixture) -> None:
+    """A rolling upgrade: workers newer than the calculator still get every answer."""
+    answers = asyncio.run(_against_an_old_calculator())
+    assert answers[0].result == 42 and answers[2].result == 2
+    assert answers[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert answers[1].error.message == "division by zero"
+    assert caplog.text.count("calling its unary methods") == 1
