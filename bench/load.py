@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from bench.measure import Plan, Probe, Window, add_plan_flags, calculation, emit, plan_from
+from calcmq.calculator_link import unary_methods
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 
@@ -32,15 +33,7 @@ Call = Callable[[int], Awaitable[bool]]
 
 
 def floor_call(channel: grpc.aio.Channel) -> Call:
-    stub = pb_grpc.CalculatorStub(channel)
-    methods = {
-        pb.SUM: stub.Sum,
-        pb.SUBTRACT: stub.Subtract,
-        pb.MULTIPLY: stub.Multiply,
-        pb.DIVIDE: stub.Divide,
-        pb.POWER: stub.Power,
-        pb.MODULO: stub.Modulo,
-    }
+    methods = unary_methods(pb_grpc.CalculatorStub(channel))
 
     async def call(i: int) -> bool:
         request = calculation(i)

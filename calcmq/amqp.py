@@ -3,17 +3,18 @@
 `Broker.run()` connects, opens one confirming channel, declares the topology,
 hands the `Session` to the program (`on_ready`), and waits for the connection
 or channel to close; then it backs off (capped, jittered, reset after a
-success, as pika's asynchronous_consumer_example does) and starts over.
+session that lasted, as pika's asynchronous_consumer_example does) and starts
+over.
 Consumers are set up again by `on_ready` on every new session, so a broker
 restart costs a reconnect, not a crash. RABBITMQ_URL may list several
 addresses (a cluster): they are tried in turn, starting after the one that
 just failed.
 
 The client is pika's AsyncioConnection on the program's own event loop, next
-to grpc.aio: pika buffers every frame written in one loop turn and sends them
-when the socket is writable, which costs a fraction of aio-pika's per-message
-work (bench/results). pika's callbacks become futures here, and pika errors
-stop here: the rest of the code sees `BrokerUnavailable`.
+to grpc.aio, with what one loop turn writes sent in one piece (`_Connection`):
+a fraction of aio-pika's per-message work (bench/README.md). pika's callbacks
+become futures here, and pika errors stop here: the rest of the code sees
+`BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -68,10 +69,6 @@ class Refused(BrokerUnavailable):
 
 class SessionRefused(Exception):
     """`on_ready` found the session unusable for now (e.g. a GATEWAY_ID in use); try again later."""
-
-
-# What a consumer treats as "leave the message for the broker to redeliver".
-BROKER_TROUBLE: tuple[type[BaseException], ...] = (BrokerUnavailable, SessionRefused, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -444,27 +441,19 @@ class Broker:
     def ready(self) -> bool:
         return self._session is not None and self._session.is_open
 
-    def publish_nowait(self, message: Message, routing_key: str, timeout: float) -> asyncio.Future[None]:
-        """Publish now; the future is the confirm (`BrokerUnavailable` if it cannot be had)."""
-        session = self._session
-        if session is None or not session.is_open:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(BrokerUnavailable("broker unreachable"))
-            return future
-        future = session.publish(message, routing_key, timeout)
-        future.add_done_callback(self._check_refused)
-        return future
-
     async def publish(self, message: Message, routing_key: str, timeout: float) -> None:
         """Publish and wait for the broker's confirm; `BrokerUnavailable` if it cannot be had."""
-        await self.publish_nowait(message, routing_key, timeout)
-
-    def _check_refused(self, future: asyncio.Future[None]) -> None:
-        # RabbitMQ 3.10 can nack every publish, for as long as the channel
-        # lives, on a channel that first published to a quorum queue before
-        # its new leader was elected: start a new session.
-        if not future.cancelled() and isinstance(future.exception(), Refused):
+        session = self._session
+        if session is None or not session.is_open:
+            raise BrokerUnavailable("broker unreachable")
+        try:
+            await session.publish(message, routing_key, timeout)
+        except Refused:
+            # RabbitMQ 3.10 can nack every publish, for as long as the channel
+            # lives, on a channel that first published to a quorum queue before
+            # its new leader was elected: start a new session.
             self._abandon("the broker refused a message (nack)")
+            raise
 
     async def run(self) -> None:
         """Stay connected until `stop()`; never raises for broker trouble."""

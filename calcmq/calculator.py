@@ -21,7 +21,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Calculator"].full_name
 
 class CalculatorService(pb_grpc.CalculatorServicer):
     def __init__(self) -> None:
-        self.stopping = False
+        self._stopping = False
         self._idle: set[asyncio.Task[Any]] = set()  # Compute streams waiting for their next batch
 
     async def _compute(
@@ -62,7 +62,7 @@ class CalculatorService(pb_grpc.CalculatorServicer):
         assert task is not None
         batches = aiter(request_iterator)
         try:
-            while not self.stopping:
+            while not self._stopping:
                 self._idle.add(task)
                 try:
                     batch = await anext(batches)
@@ -72,14 +72,14 @@ class CalculatorService(pb_grpc.CalculatorServicer):
                     self._idle.discard(task)
                 yield pb.ComputeAnswers(answers=[compute_one(request) for request in batch.requests])
         except asyncio.CancelledError:
-            if not self.stopping:
+            if not self._stopping:
                 raise
             # stop() woke an idle stream: nothing is half done, so the stream
             # ends cleanly instead of with grpc's traceback for a cancelled RPC.
 
     def stop(self) -> None:
         """End every Compute stream (idle ones now, busy ones after their next answer)."""
-        self.stopping = True
+        self._stopping = True
         for task in self._idle:
             task.cancel()
 

@@ -21,6 +21,7 @@ import contextvars
 import itertools
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -40,6 +41,18 @@ class CalculatorUnavailable(Exception):
         self.details = details
 
 
+def unary_methods(stub: pb_grpc.CalculatorStub) -> dict[int, Any]:
+    """The Calculator's unary method for each operation."""
+    return {
+        pb.SUM: stub.Sum,
+        pb.SUBTRACT: stub.Subtract,
+        pb.MULTIPLY: stub.Multiply,
+        pb.DIVIDE: stub.Divide,
+        pb.POWER: stub.Power,
+        pb.MODULO: stub.Modulo,
+    }
+
+
 class CalculatorLink:
     def __init__(self, channel: grpc.aio.Channel, hang_after: float) -> None:
         self._stub = pb_grpc.CalculatorStub(channel)
@@ -50,14 +63,7 @@ class CalculatorLink:
         # rolling upgrade the workers may be newer than it. Then this link
         # calls the unary methods instead, until the worker restarts.
         self._unary_only = False
-        self._unary = {
-            pb.SUM: self._stub.Sum,
-            pb.SUBTRACT: self._stub.Subtract,
-            pb.MULTIPLY: self._stub.Multiply,
-            pb.DIVIDE: self._stub.Divide,
-            pb.POWER: self._stub.Power,
-            pb.MODULO: self._stub.Modulo,
-        }
+        self._unary = unary_methods(self._stub)
 
     async def compute(self, request: pb.CalculationRequest, deadline: float, timeout: float) -> pb.ComputeResponse:
         """The calculator's answer (a result or its refusal), or `CalculatorUnavailable`.
@@ -120,8 +126,6 @@ class _Stream:
         self.ended = False
 
     async def compute(self, request: pb.ComputeRequest, timeout: float, hung: bool) -> pb.ComputeResponse:
-        if self.ended:
-            raise CalculatorUnavailable(grpc.StatusCode.UNAVAILABLE, "the stream to the calculator ended")
         future: asyncio.Future[pb.ComputeResponse] = self._loop.create_future()
         self._waiting[request.id] = future
         timer = self._loop.call_later(timeout, self._time_out, request.id, hung)

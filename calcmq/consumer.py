@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from calcmq import codec, logs, metrics, topology
-from calcmq.amqp import BROKER_TROUBLE, Broker, BrokerUnavailable, Delivery, Session
+from calcmq.amqp import Broker, BrokerUnavailable, Delivery, Session
 from calcmq.proto import calculator_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class QueueConsumer:
         logs.request_id.set(delivery.correlation_id or "")
         try:
             await self._handler(delivery)
-        except BROKER_TROUBLE as exc:
+        except BrokerUnavailable as exc:
             log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
             if delivery.session.is_open:
                 # The session lives on (a publish timed out): hand the message
