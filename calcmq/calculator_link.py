@@ -25,7 +25,6 @@ from typing import Any
 
 import grpc
 
-from calcmq import codec
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 
@@ -100,9 +99,7 @@ class CalculatorLink:
             return pb.ComputeResponse(error=pb.Error(code=code.value[0], message=message))
         try:
             response = await method(pb.OperationRequest(num1=request.num1, num2=request.num2), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in codec.FINAL_ERRORS:
-                raise CalculatorUnavailable(exc.code(), exc.details() or exc.code().name) from None
+        except grpc.aio.AioRpcError as exc:  # in the answer, as Compute gives it: the worker judges it
             return pb.ComputeResponse(error=pb.Error(code=exc.code().value[0], message=exc.details() or ""))
         return pb.ComputeResponse(result=response.result)
 
