@@ -1,5 +1,6 @@
-"""What the dispatcher and the workers share: consuming one queue with manual
-acks, one task per delivery, and a drain on shutdown.
+"""Consuming one queue with manual acks, and a drain on shutdown: one task per
+delivery for the dispatcher and the workers (`QueueConsumer`), a plain call
+for the gateway's replies, which never wait (`InlineConsumer`).
 
 A handler never lets an exception escape: a bad message is answered and
 dead-lettered, a lost connection leaves the message unacked (the broker hands
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from calcmq import codec, logs, metrics, topology
 from calcmq.amqp import Broker, BrokerUnavailable, Delivery, Session
@@ -21,18 +23,18 @@ from calcmq.proto import calculator_pb2 as pb
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Delivery], Awaitable[None]]
+InlineHandler = Callable[[Delivery], None]
 
 # Publishing a reply or a dead letter must not outlive a stuck broker forever.
 PUBLISH_TIMEOUT = 10.0
 REQUEUE_PAUSE = 0.5
 
 
-class QueueConsumer:
-    """Consumes `queue_name` on every session the broker hands out, one task per delivery."""
+class _Consumer:
+    """Consumes `queue_name` on every session the broker hands out; `drain` on shutdown."""
 
-    def __init__(self, queue_name: str, handler: Handler) -> None:
+    def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name
-        self._handler = handler
         self._session: Session | None = None
         self._tag: str | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -45,9 +47,37 @@ class QueueConsumer:
         self._tag = await session.consume(self.queue_name, self._on_delivery)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        task = asyncio.get_running_loop().create_task(self._guarded(delivery))
+        raise NotImplementedError
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task that `drain` waits for."""
+        task = asyncio.get_running_loop().create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop new deliveries, then give in-flight ones `timeout` seconds."""
+        self._accepting = False
+        session, tag = self._session, self._tag
+        if session is not None and session.is_open and tag is not None:
+            with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                await asyncio.wait_for(session.cancel(tag), 5)
+        if self._inflight:
+            log.info("finishing %d in-flight message(s)", len(self._inflight))
+            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
+            if pending:
+                log.warning("%d message(s) unfinished; the broker will redeliver them", len(pending))
+
+
+class QueueConsumer(_Consumer):
+    """One task per delivery, for handlers that wait (for a calculator, for a confirm)."""
+
+    def __init__(self, queue_name: str, handler: Handler) -> None:
+        super().__init__(queue_name)
+        self._handler = handler
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        self.spawn(self._guarded(delivery))
 
     async def _guarded(self, delivery: Delivery) -> None:
         logs.request_id.set(delivery.correlation_id or "")
@@ -64,18 +94,26 @@ class QueueConsumer:
             log.exception("unexpected error; returning the message to %s", self.queue_name)
             delivery.nack(requeue=True)
 
-    async def drain(self, timeout: float) -> None:
-        """Stop new deliveries, then give in-flight ones `timeout` seconds."""
-        self._accepting = False
-        session, tag = self._session, self._tag
-        if session is not None and session.is_open and tag is not None:
-            with contextlib.suppress(BrokerUnavailable, TimeoutError):
-                await asyncio.wait_for(session.cancel(tag), 5)
-        if self._inflight:
-            log.info("finishing %d in-flight message(s)", len(self._inflight))
-            _, pending = await asyncio.wait(self._inflight, timeout=timeout)
-            if pending:
-                log.warning("%d message(s) unfinished; the broker will redeliver them", len(pending))
+
+class InlineConsumer(_Consumer):
+    """For a handler that settles each delivery at once (the gateway's replies):
+    called in place, with no task per delivery, which would cost more than the
+    handling itself. What must wait (dead-lettering a malformed reply) goes
+    through `spawn`."""
+
+    def __init__(self, queue_name: str, handler: InlineHandler) -> None:
+        super().__init__(queue_name)
+        self._handler = handler
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        token = logs.request_id.set(delivery.correlation_id or "")
+        try:
+            self._handler(delivery)
+        except Exception:
+            log.exception("unexpected error; returning the message to %s", self.queue_name)
+            delivery.nack(requeue=True)
+        finally:
+            logs.request_id.reset(token)
 
 
 async def reply(broker: Broker, reply_to: str, result: pb.CalculationResult, kind: str) -> None:
@@ -93,7 +131,7 @@ async def reject(
 ) -> None:
     """Answer whoever waits (if we can tell who), park the message in calc.dead, ack it."""
     log.warning("dead-lettering message from %s: %s", source, reason)
-    metrics.DEAD_LETTERS.labels(source).inc()
+    metrics.labelled(metrics.DEAD_LETTERS, source).inc()
     # Only ever answer into a gateway's reply queue: a forged reply_to must
     # not make us publish into calc.tasks or anyone else's queue.
     reply_to = message.reply_to or ""

@@ -40,7 +40,7 @@ class Dispatcher:
             envelope = codec.decode_request(message)
             arithmetic.validate(envelope.request)
         except codec.MalformedMessage as exc:
-            metrics.DISPATCHED.labels("rejected").inc()
+            metrics.labelled(metrics.DISPATCHED, "rejected").inc()
             answer = None
             if message.correlation_id:
                 answer = codec.error_result(
@@ -49,17 +49,17 @@ class Dispatcher:
             await reject(self.broker, message, source=topology.REQUESTS, reason=str(exc), answer=answer)
             return
         except arithmetic.CalcError as exc:
-            metrics.DISPATCHED.labels("rejected").inc()
+            metrics.labelled(metrics.DISPATCHED, "rejected").inc()
             answer = codec.error_result(envelope.request_id, exc.code, exc.message, worker=NAME)
             await reject(self.broker, message, source=topology.REQUESTS, reason=exc.message, answer=answer)
             return
         if envelope.remaining() <= 0:
-            metrics.DISPATCHED.labels("expired").inc()
-            metrics.EXPIRED.labels(NAME).inc()
+            metrics.labelled(metrics.DISPATCHED, "expired").inc()
+            metrics.labelled(metrics.EXPIRED, NAME).inc()
             log.info("dropped: deadline passed before dispatch")
             message.ack()
             return
         await self.broker.publish(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
-        metrics.DISPATCHED.labels("forwarded").inc()
+        metrics.labelled(metrics.DISPATCHED, "forwarded").inc()
         message.ack()
         log.debug("forwarded to %s", topology.TASKS)

@@ -21,7 +21,7 @@ from calcmq.amqp import RESOURCE_LOCKED, Broker, BrokerUnavailable, ChannelClose
 from calcmq.arithmetic import CalcError
 from calcmq.auth import BearerTokenInterceptor
 from calcmq.config import Settings
-from calcmq.consumer import QueueConsumer, reject
+from calcmq.consumer import InlineConsumer, reject
 from calcmq.proto import calculator_pb2 as pb
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
 from calcmq.replies import Replies
@@ -43,7 +43,7 @@ class GatewayService(pb_grpc.GatewayServicer):
         self.tickets = TicketStore(settings.ticket_store_path())
         self.replies = Replies(settings.result_ttl, self.tickets)
         metrics.INFLIGHT.set_function(lambda: len(self.replies))
-        self.consumer = QueueConsumer(self.reply_queue, self._on_reply)
+        self.consumer = InlineConsumer(self.reply_queue, self._on_reply)
         self.broker = Broker(
             settings.rabbitmq_url,
             ca_file=settings.rabbitmq_ca,
@@ -72,9 +72,9 @@ class GatewayService(pb_grpc.GatewayServicer):
                 request, time.time() + min(self.settings.result_ttl, codec.MAX_DEADLINE_SECONDS), keep=True
             )
         except CalcError as exc:
-            metrics.REQUESTS.labels("Submit", _operation(request), exc.code.name).inc()
+            metrics.labelled(metrics.REQUESTS, "Submit", _operation(request), exc.code.name).inc()
             await context.abort(exc.code, exc.message)
-        metrics.REQUESTS.labels("Submit", _operation(request), "OK").inc()
+        metrics.labelled(metrics.REQUESTS, "Submit", _operation(request), "OK").inc()
         return pb.Ticket(request_id=request.request_id)
 
     async def GetResult(self, ticket: pb.Ticket, context: grpc.aio.ServicerContext) -> pb.CalculationResult:
@@ -89,7 +89,7 @@ class GatewayService(pb_grpc.GatewayServicer):
                 result = await self._outcome(future, self._deadline(context))
             except CalcError as exc:
                 result = codec.error_result(request_id, exc.code, exc.message)
-        metrics.REQUESTS.labels("GetResult", "", codec.outcome(result)).inc()
+        metrics.labelled(metrics.REQUESTS, "GetResult", "", codec.outcome(result)).inc()
         if result.HasField("error"):
             await context.abort(codec.status_of(result.error.code), result.error.message)
         return result
@@ -155,8 +155,8 @@ class GatewayService(pb_grpc.GatewayServicer):
             result = await self._outcome(future, deadline)
         except CalcError as exc:
             result = codec.error_result(request.request_id, exc.code, exc.message)
-        metrics.REQUESTS.labels(rpc, _operation(request), codec.outcome(result)).inc()
-        metrics.LATENCY.labels(rpc).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.REQUESTS, rpc, _operation(request), codec.outcome(result)).inc()
+        metrics.labelled(metrics.LATENCY, rpc).observe(time.perf_counter() - started)
         return result
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -236,11 +236,11 @@ class GatewayService(pb_grpc.GatewayServicer):
             raise SessionRefused(f"another gateway consumes {self.reply_queue}; GATEWAY_ID must be unique") from None
         await self.consumer.on_ready(session)
 
-    async def _on_reply(self, message: Delivery) -> None:
+    def _on_reply(self, message: Delivery) -> None:
         try:
             result = codec.decode_result(message)
         except codec.MalformedMessage as exc:
-            await reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None)
+            self.consumer.spawn(reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None))
             return
         from_submit = message.headers.get(codec.H_KIND) == codec.KIND_SUBMIT
         if not self.replies.deliver(result, from_submit):

@@ -7,14 +7,27 @@ pays only for incrementing them.
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
 
 # Latency buckets from a millisecond (a hop on loopback) to a minute (a long deadline).
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+@functools.cache
+def labelled(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, looked up once: prometheus_client checks and
+    locks on every `labels` call, a cost paid per request on the hot paths."""
+    return metric.labels(*values)
+
 
 # -- gateway ----------------------------------------------------------------------
 REQUESTS = Counter(

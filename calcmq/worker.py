@@ -68,7 +68,7 @@ class Worker:
             return
         remaining = envelope.remaining()
         if remaining <= 0:
-            metrics.EXPIRED.labels("worker").inc()
+            metrics.labelled(metrics.EXPIRED, "worker").inc()
             log.info("dropped: deadline passed before a worker got it")
             message.ack()
             return
@@ -80,7 +80,7 @@ class Worker:
         await reply(self.broker, envelope.reply_to, result, envelope.kind)
         message.ack()
         operation = arithmetic.OPERATION_NAMES.get(envelope.request.operation, "UNKNOWN")
-        metrics.TASKS.labels(operation, codec.outcome(result)).inc()
+        metrics.labelled(metrics.TASKS, operation, codec.outcome(result)).inc()
 
     async def _calculate(self, envelope: codec.Envelope, attempt: int, timeout: float) -> pb.CalculationResult | None:
         """The result (or the caller's error), or None when worth another try."""
