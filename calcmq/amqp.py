@@ -593,17 +593,25 @@ class Broker:
 
     async def publish(self, message: Message, routing_key: str, timeout: float) -> None:
         """Publish and wait for the broker's confirm; `BrokerUnavailable` if it cannot be had."""
+        await self.publish_nowait(message, routing_key, timeout)
+
+    def publish_nowait(self, message: Message, routing_key: str, timeout: float) -> asyncio.Future[None]:
+        """Publish; the future resolves on the broker's confirm, or fails with `BrokerUnavailable`."""
         session = self._session
         if session is None or not session.is_open:
-            raise BrokerUnavailable("broker unreachable")
-        try:
-            await session.publish(message, routing_key, timeout)
-        except Refused:
+            unavailable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            unavailable.set_exception(BrokerUnavailable("broker unreachable"))
+            return unavailable
+        confirm = session.publish(message, routing_key, timeout)
+        confirm.add_done_callback(self._on_confirm)
+        return confirm
+
+    def _on_confirm(self, confirm: asyncio.Future[None]) -> None:
+        if not confirm.cancelled() and isinstance(confirm.exception(), Refused):
             # RabbitMQ 3.10 can nack every publish, for as long as the channel
             # lives, on a channel that first published to a quorum queue before
             # its new leader was elected: start a new session.
             self._abandon("the broker refused a message (nack)")
-            raise
 
     async def run(self) -> None:
         """Stay connected until `stop()`; never raises for broker trouble."""

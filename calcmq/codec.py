@@ -7,6 +7,9 @@ caller's deadline travels twice: as `expiration` (so the broker drops work
 nobody waits for, https://www.rabbitmq.com/docs/ttl#per-message-ttl-in-publishers)
 and as an absolute `x-deadline-ms` header, because dead-lettering strips
 `expiration` and each stage needs the time left, not the time given.
+`x-attempts` and `x-kind` travel only when they differ from their defaults
+(0, "call"): every header is encoded, parsed and stored once per queue a
+message crosses.
 """
 
 from __future__ import annotations
@@ -77,9 +80,18 @@ def request_message(
         message_id=request.request_id,
         reply_to=reply_to,
         expiration=str(max(int(ttl * 1000), 1)),  # milliseconds, as a string (AMQP shortstr)
-        headers={H_DEADLINE: int(deadline * 1000), H_ATTEMPTS: attempts, H_KIND: kind},
+        headers=_request_headers(deadline, attempts, kind),
     )
     return Message(request.SerializeToString(), properties)
+
+
+def _request_headers(deadline: float, attempts: int, kind: str) -> dict[str, object]:
+    headers: dict[str, object] = {H_DEADLINE: int(deadline * 1000)}
+    if attempts:
+        headers[H_ATTEMPTS] = attempts
+    if kind != KIND_CALL:
+        headers[H_KIND] = kind
+    return headers
 
 
 def forward(envelope: Envelope, *, attempts: int | None = None, expiration: float | None = None) -> Message:
@@ -136,7 +148,7 @@ def result_message(result: pb.CalculationResult, kind: str) -> Message:
         delivery_mode=PERSISTENT,
         correlation_id=result.request_id,
         message_id=result.request_id,
-        headers={H_KIND: kind},
+        headers={H_KIND: kind} if kind != KIND_CALL else None,
     )
     return Message(result.SerializeToString(), properties)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from calcmq import codec, logs, metrics, topology
@@ -37,7 +38,7 @@ class _Consumer:
         self.queue_name = queue_name
         self._session: Session | None = None
         self._tag: str | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()  # what drain waits for
         self._accepting = True
 
     async def on_ready(self, session: Session) -> None:
@@ -49,11 +50,29 @@ class _Consumer:
     def _on_delivery(self, delivery: Delivery) -> None:
         raise NotImplementedError
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` as a task that `drain` waits for."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+    def spawn(self, delivery: Delivery, work: Awaitable[None]) -> None:
+        """Finish `delivery` with `work`, in a task that `drain` waits for."""
+        self._track(asyncio.get_running_loop().create_task(self._guarded(delivery, work)))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._inflight.add(future)
+        future.add_done_callback(self._inflight.discard)
+
+    async def _guarded(self, delivery: Delivery, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except BrokerUnavailable as exc:
+            self._requeue(delivery, exc)
+        except Exception:
+            log.exception("unexpected error; returning the message to %s", self.queue_name)
+            delivery.nack(requeue=True)
+
+    def _requeue(self, delivery: Delivery, exc: BrokerUnavailable) -> None:
+        log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
+        if delivery.session.is_open:
+            # The session lives on (a publish timed out): hand the message
+            # back, after a pause so a struggling broker is not hammered.
+            asyncio.get_running_loop().call_later(REQUEUE_PAUSE, delivery.nack)
 
     async def drain(self, timeout: float) -> None:
         """Stop new deliveries, then give in-flight ones `timeout` seconds."""
@@ -70,36 +89,22 @@ class _Consumer:
 
 
 class QueueConsumer(_Consumer):
-    """One task per delivery, for handlers that wait (for a calculator, for a confirm)."""
+    """One task per delivery, for handlers that wait (for a calculator, for confirms)."""
 
     def __init__(self, queue_name: str, handler: Handler) -> None:
         super().__init__(queue_name)
         self._handler = handler
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        self.spawn(self._guarded(delivery))
-
-    async def _guarded(self, delivery: Delivery) -> None:
-        logs.request_id.set(delivery.correlation_id or "")
-        try:
-            await self._handler(delivery)
-        except BrokerUnavailable as exc:
-            log.warning("broker trouble, the message goes back to %s: %s", self.queue_name, exc)
-            if delivery.session.is_open:
-                # The session lives on (a publish timed out): hand the message
-                # back, after a pause so a struggling broker is not hammered.
-                await asyncio.sleep(REQUEUE_PAUSE)
-                delivery.nack(requeue=True)
-        except Exception:
-            log.exception("unexpected error; returning the message to %s", self.queue_name)
-            delivery.nack(requeue=True)
+        logs.request_id.set(delivery.correlation_id or "")  # the task copies this context
+        self.spawn(delivery, self._handler(delivery))
 
 
 class InlineConsumer(_Consumer):
-    """For a handler that settles each delivery at once (the gateway's replies):
-    called in place, with no task per delivery, which would cost more than the
-    handling itself. What must wait (dead-lettering a malformed reply) goes
-    through `spawn`."""
+    """For a handler that decides on each delivery at once: called in place,
+    with no task per delivery, which would cost more than the handling itself.
+    The delivery is then settled by the handler, by a confirm
+    (`ack_when_confirmed`), or by work that must wait (`spawn`)."""
 
     def __init__(self, queue_name: str, handler: InlineHandler) -> None:
         super().__init__(queue_name)
@@ -114,6 +119,25 @@ class InlineConsumer(_Consumer):
             delivery.nack(requeue=True)
         finally:
             logs.request_id.reset(token)
+
+    def ack_when_confirmed(
+        self, delivery: Delivery, confirm: asyncio.Future[None], on_ack: Callable[[], object]
+    ) -> None:
+        """Ack `delivery` once the broker confirmed `confirm`'s publish, and call `on_ack`;
+        hand it back to the queue if the publish fails."""
+        self._track(confirm)
+        confirm.add_done_callback(functools.partial(self._settle, delivery, on_ack))
+
+    def _settle(self, delivery: Delivery, on_ack: Callable[[], object], confirm: asyncio.Future[None]) -> None:
+        error = BrokerUnavailable("the publish was cancelled") if confirm.cancelled() else confirm.exception()
+        if error is None:
+            delivery.ack()
+            on_ack()
+        elif isinstance(error, BrokerUnavailable):
+            self._requeue(delivery, error)
+        else:
+            log.error("unexpected error; returning the message to %s: %s", self.queue_name, error)
+            delivery.nack(requeue=True)
 
 
 async def reply(broker: Broker, reply_to: str, result: pb.CalculationResult, kind: str) -> None:

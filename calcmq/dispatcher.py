@@ -17,7 +17,8 @@ import grpc
 from calcmq import arithmetic, codec, metrics, topology
 from calcmq.amqp import Broker, Delivery
 from calcmq.config import Settings
-from calcmq.consumer import PUBLISH_TIMEOUT, QueueConsumer, reject
+from calcmq.consumer import PUBLISH_TIMEOUT, InlineConsumer, reject
+from calcmq.proto import calculator_pb2 as pb
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ NAME = "dispatcher"
 
 class Dispatcher:
     def __init__(self, settings: Settings) -> None:
-        self.consumer = QueueConsumer(topology.REQUESTS, self.handle)
+        self.consumer = InlineConsumer(topology.REQUESTS, self.handle)
         self.broker = Broker(
             settings.rabbitmq_url,
             ca_file=settings.rabbitmq_ca,
@@ -35,23 +36,22 @@ class Dispatcher:
             on_ready=self.consumer.on_ready,
         )
 
-    async def handle(self, message: Delivery) -> None:
+    def handle(self, message: Delivery) -> None:
+        """Forward, refuse or drop one request; the forward is acked once confirmed."""
         try:
             envelope = codec.decode_request(message)
             arithmetic.validate(envelope.request)
         except codec.MalformedMessage as exc:
-            metrics.labelled(metrics.DISPATCHED, "rejected").inc()
             answer = None
             if message.correlation_id:
                 answer = codec.error_result(
                     message.correlation_id, grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}", worker=NAME
                 )
-            await reject(self.broker, message, source=topology.REQUESTS, reason=str(exc), answer=answer)
+            self._reject(message, str(exc), answer)
             return
         except arithmetic.CalcError as exc:
-            metrics.labelled(metrics.DISPATCHED, "rejected").inc()
             answer = codec.error_result(envelope.request_id, exc.code, exc.message, worker=NAME)
-            await reject(self.broker, message, source=topology.REQUESTS, reason=exc.message, answer=answer)
+            self._reject(message, exc.message, answer)
             return
         if envelope.remaining() <= 0:
             metrics.labelled(metrics.DISPATCHED, "expired").inc()
@@ -59,7 +59,14 @@ class Dispatcher:
             log.info("dropped: deadline passed before dispatch")
             message.ack()
             return
-        await self.broker.publish(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
-        metrics.labelled(metrics.DISPATCHED, "forwarded").inc()
-        message.ack()
-        log.debug("forwarded to %s", topology.TASKS)
+        confirm = self.broker.publish_nowait(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
+        self.consumer.ack_when_confirmed(message, confirm, _FORWARDED.inc)
+        log.debug("forwarding to %s", topology.TASKS)
+
+    def _reject(self, message: Delivery, reason: str, answer: pb.CalculationResult | None) -> None:
+        metrics.labelled(metrics.DISPATCHED, "rejected").inc()
+        work = reject(self.broker, message, source=topology.REQUESTS, reason=reason, answer=answer)
+        self.consumer.spawn(message, work)
+
+
+_FORWARDED = metrics.labelled(metrics.DISPATCHED, "forwarded")

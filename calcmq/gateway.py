@@ -240,7 +240,8 @@ class GatewayService(pb_grpc.GatewayServicer):
         try:
             result = codec.decode_result(message)
         except codec.MalformedMessage as exc:
-            self.consumer.spawn(reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None))
+            work = reject(self.broker, message, source=self.reply_queue, reason=str(exc), answer=None)
+            self.consumer.spawn(message, work)
             return
         from_submit = message.headers.get(codec.H_KIND) == codec.KIND_SUBMIT
         if not self.replies.deliver(result, from_submit):

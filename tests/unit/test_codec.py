@@ -113,6 +113,14 @@ def test_request_message_headers_carry_deadline_ms_attempts_and_kind():
     assert type(message.properties.headers[H_DEADLINE]) is int
 
 
+def test_a_first_attempt_of_a_call_carries_only_its_deadline_and_decodes_to_the_defaults():
+    deadline = time.time() + 30
+    message = codec.request_message(a_request(), reply_to="calc.replies.g", deadline=deadline, kind=KIND_CALL)
+    assert message.properties.headers == {H_DEADLINE: int(deadline * 1000)}
+    envelope = codec.decode_request(request_delivery(headers=message.properties.headers))
+    assert (envelope.attempts, envelope.kind) == (0, KIND_CALL)
+
+
 def test_expiration_is_the_time_left_before_the_deadline():
     message = codec.request_message(a_request(), reply_to="r", deadline=time.time() + 5, kind=KIND_CALL)
     on_the_wire = message.properties.expiration
