@@ -9,10 +9,12 @@ are futures settled by delivery tag (calcmq.amqp), so many are in flight.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -97,37 +99,51 @@ class GatewayService(pb_grpc.GatewayServicer):
     async def CalculateStream(
         self, request_iterator: AsyncIterator[pb.CalculationRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CalculationResult]:
-        results: asyncio.Queue[pb.CalculationResult | None] = asyncio.Queue()
+        results: asyncio.Queue[pb.CalculationResult | None] = asyncio.Queue()  # None: the stream is over
         # A stream with a deadline gives it to every request; one without gives
         # each request REQUEST_TIMEOUT from its own arrival, so a long stream
         # does not run its later requests out of time.
         stream_deadline = None if context.time_remaining() is None else self._deadline(context)
+        tasks: set[asyncio.Task[None]] = set()
+        unanswered = 0
+        reading = True
 
-        async def one(request: pb.CalculationRequest) -> None:
-            request = _with_id(request)
-            deadline = stream_deadline or time.time() + self.settings.request_timeout
+        def answered(result: pb.CalculationResult) -> None:
+            nonlocal unanswered
+            results.put_nowait(result)
+            unanswered -= 1
+            if not reading and not unanswered:
+                results.put_nowait(None)
+
+        async def one(request: pb.CalculationRequest, deadline: float) -> None:
             try:
-                results.put_nowait(await self._answer("CalculateStream", request, deadline))
+                result = await self._answer("CalculateStream", request, deadline)
             except Exception:  # every request in a stream gets an answer, even a bug's
                 log.exception("failed a stream request")
-                results.put_nowait(codec.error_result(request.request_id, grpc.StatusCode.INTERNAL, "internal error"))
+                result = codec.error_result(request.request_id, grpc.StatusCode.INTERNAL, "internal error")
+            answered(result)
 
         async def read_all() -> None:
-            tasks: set[asyncio.Task[None]] = set()
+            nonlocal unanswered, reading
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.wait(tasks)
-            except asyncio.CancelledError:
+                    request = _with_id(request)
+                    deadline = stream_deadline or time.time() + self.settings.request_timeout
+                    unanswered += 1
+                    if not self._start_in_stream(request, deadline, answered):
+                        task = asyncio.create_task(one(request, deadline))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+            except BaseException:
+                reading = False
                 for task in tasks:
                     task.cancel()
+                results.put_nowait(None)  # the writer below ends now
                 raise
-            finally:
-                results.put_nowait(None)  # whatever happened, the writer below ends
+            reading = False
+            if not unanswered:
+                results.put_nowait(None)
 
         # A client that writes and never reads stalls its own stream at
         # STREAM_WINDOW requests, instead of growing the gateway's memory.
@@ -145,6 +161,36 @@ class GatewayService(pb_grpc.GatewayServicer):
             log.info("a stream's requests could not be read: %s", error)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a request in the stream could not be read")
 
+    def _start_in_stream(
+        self, request: pb.CalculationRequest, deadline: float, answered: Callable[[pb.CalculationResult], None]
+    ) -> bool:
+        """Start a new request of a stream on callbacks, not a task of its own (most of
+        a stream's requests, a task costs more than the rest of their handling); False
+        for a request id known here, a repeat, which then takes `_answer`'s path."""
+        request_id = request.request_id
+        logs.request_id.set(request_id)
+        if self.replies.kept(request_id) is not None or self.replies.result(request_id) is not None:
+            return False
+        started = time.perf_counter()
+
+        def give(result: pb.CalculationResult) -> None:
+            _count("CalculateStream", request, result, started)
+            answered(result)
+
+        def finish(future: asyncio.Future[pb.CalculationResult]) -> None:
+            error = _failure(future)
+            give(future.result() if error is None else _error_result(request_id, error))
+
+        try:
+            arithmetic.check_request_id(request_id)
+            future, confirm = self._publish(request, deadline, keep=False)
+        except Exception as exc:
+            give(_error_result(request_id, exc))
+            return True
+        confirm.add_done_callback(functools.partial(self._on_confirm, request_id))
+        future.add_done_callback(finish)
+        return True
+
     # -- the shared path -----------------------------------------------------
 
     async def _answer(self, rpc: str, request: pb.CalculationRequest, deadline: float) -> pb.CalculationResult:
@@ -155,8 +201,7 @@ class GatewayService(pb_grpc.GatewayServicer):
             result = await self._outcome(future, deadline)
         except CalcError as exc:
             result = codec.error_result(request.request_id, exc.code, exc.message)
-        metrics.labelled(metrics.REQUESTS, rpc, _operation(request), codec.outcome(result)).inc()
-        metrics.labelled(metrics.LATENCY, rpc).observe(time.perf_counter() - started)
+        _count(rpc, request, result, started)
         return result
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -184,17 +229,9 @@ class GatewayService(pb_grpc.GatewayServicer):
             return await self.replies.joined(request_id)
         # Past here: a new request, or a Submit of an id under way as a Calculate,
         # which is published again as a submit so its result is kept.
-        if not self.broker.ready:
-            raise CalcError(grpc.StatusCode.UNAVAILABLE, "broker unreachable")
-        if len(self.replies) >= self.settings.gateway_max_inflight:
-            raise CalcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "gateway at its in-flight limit; retry later")
-        if deadline <= time.time():
-            raise CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before publishing")
-        future = self.replies.expect(request_id, deadline, keep)
-        kind = codec.KIND_SUBMIT if keep else codec.KIND_CALL
-        message = codec.request_message(request, reply_to=self.reply_queue, deadline=deadline, kind=kind)
+        future, confirm = self._publish(request, deadline, keep)
         try:
-            await self.broker.publish(message, topology.REQUESTS, min(PUBLISH_TIMEOUT, deadline - time.time()))
+            await confirm
         except BrokerUnavailable as exc:
             error = CalcError(grpc.StatusCode.UNAVAILABLE, str(exc))
             self.replies.forget(request_id, error)
@@ -208,8 +245,32 @@ class GatewayService(pb_grpc.GatewayServicer):
             )
             raise
         self.replies.confirmed(request_id)
-        log.debug("published operation %d", request.operation)
         return future
+
+    def _publish(
+        self, request: pb.CalculationRequest, deadline: float, keep: bool
+    ) -> tuple[asyncio.Future[pb.CalculationResult], asyncio.Future[None]]:
+        """Publish a request: the future of its reply, and that of the broker's confirm."""
+        if not self.broker.ready:
+            raise CalcError(grpc.StatusCode.UNAVAILABLE, "broker unreachable")
+        if len(self.replies) >= self.settings.gateway_max_inflight:
+            raise CalcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "gateway at its in-flight limit; retry later")
+        if deadline <= time.time():
+            raise CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before publishing")
+        future = self.replies.expect(request.request_id, deadline, keep)
+        kind = codec.KIND_SUBMIT if keep else codec.KIND_CALL
+        message = codec.request_message(request, reply_to=self.reply_queue, deadline=deadline, kind=kind)
+        confirm = self.broker.publish_nowait(message, topology.REQUESTS, min(PUBLISH_TIMEOUT, deadline - time.time()))
+        log.debug("published operation %d", request.operation)
+        return future, confirm
+
+    def _on_confirm(self, request_id: str, confirm: asyncio.Future[None]) -> None:
+        """A stream request's confirm (`_start` awaits the others')."""
+        error = _failure(confirm)
+        if error is None:
+            self.replies.confirmed(request_id)
+        else:
+            self.replies.forget(request_id, CalcError(grpc.StatusCode.UNAVAILABLE, str(error)))
 
     async def _outcome(self, future: asyncio.Future[pb.CalculationResult], deadline: float) -> pb.CalculationResult:
         try:
@@ -257,6 +318,22 @@ def _with_id(request: pb.CalculationRequest) -> pb.CalculationRequest:
     named.CopyFrom(request)
     named.request_id = str(uuid.uuid4())
     return named
+
+
+def _error_result(request_id: str, error: BaseException) -> pb.CalculationResult:
+    if isinstance(error, CalcError):
+        return codec.error_result(request_id, error.code, error.message)
+    log.error("failed a stream request: %r", error)  # every request in a stream gets an answer, even a bug's
+    return codec.error_result(request_id, grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    return asyncio.CancelledError() if future.cancelled() else future.exception()
+
+
+def _count(rpc: str, request: pb.CalculationRequest, result: pb.CalculationResult, started: float) -> None:
+    metrics.labelled(metrics.REQUESTS, rpc, _operation(request), codec.outcome(result)).inc()
+    metrics.labelled(metrics.LATENCY, rpc).observe(time.perf_counter() - started)
 
 
 def _operation(request: pb.CalculationRequest) -> str:

@@ -70,6 +70,8 @@ def test_an_unreachable_broker_is_unavailable_at_once(bare: System) -> None:
         assert code_of(lambda: stub(bare).Calculate(SUM, timeout=30)) == grpc.StatusCode.UNAVAILABLE
         assert time.monotonic() - started < 5, "UNAVAILABLE must come promptly, not at the deadline"
         assert code_of(lambda: stub(bare).Submit(SUM, timeout=30)) == grpc.StatusCode.UNAVAILABLE
+        answers = list(stub(bare).CalculateStream(iter([SUM, SUM]), timeout=30))
+        assert [a.error.code for a in answers] == [grpc.StatusCode.UNAVAILABLE.value[0]] * 2
     assert gateway.alive()
     assert "Traceback" not in gateway.log()
 

@@ -118,6 +118,20 @@ def test_a_stream_of_2000_gets_every_reply_matched(gateway: pb_grpc.GatewayStub)
     assert workers == {"worker1", "worker2"}, "both workers share the load"
 
 
+def test_a_stream_answers_new_requests_repeats_and_bad_ids_once_each(gateway: pb_grpc.GatewayStub) -> None:
+    """New ids take the stream's callback path, repeats of an id in flight the joining one."""
+    repeated = f"rep-{uuid.uuid4()}"
+    requests = [pb.CalculationRequest(operation=pb.MULTIPLY, num1=i, num2=2, request_id=f"n-{i}") for i in range(50)]
+    requests[10:10] = [pb.CalculationRequest(operation=pb.SUM, num1=20, num2=22, request_id=repeated)] * 3
+    requests.append(pb.CalculationRequest(operation=pb.SUM, num1=1, num2=1, request_id="x" * 200))
+    results = list(gateway.CalculateStream(iter(requests), timeout=30))
+    assert sorted(r.request_id for r in results) == sorted(r.request_id for r in requests)
+    by_id = {r.request_id: r for r in results}
+    assert [r.result for r in results if r.request_id == repeated] == [42, 42, 42]
+    assert all(by_id[f"n-{i}"].result == 2 * i for i in range(50))
+    assert by_id["x" * 200].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
 def test_200_concurrent_calls_all_answered(gateway: pb_grpc.GatewayStub) -> None:
     def one(i: int) -> tuple[int, float]:
         return i, gateway.Calculate(pb.CalculationRequest(operation=pb.SUM, num1=i, num2=i), timeout=60).result

@@ -23,7 +23,7 @@ CONTRACT_DEFAULTS = {
     "calculator_listen": "[::]:50052",
     "calculator_address": "localhost:50052",
     "gateway_max_inflight": 10000,
-    "worker_concurrency": 16,
+    "worker_concurrency": 64,
     "log_level": "INFO",
 }
 
