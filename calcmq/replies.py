@@ -32,9 +32,11 @@ class _Waiting:
     future: asyncio.Future[pb.CalculationResult]
     keep: bool  # keep the result for GetResult (a Submit)
     deadline: float
+    confirmed: bool = False
     # Resolved once the broker confirmed the request: a caller who joins a
     # request under way waits for it, so no ticket is handed out before then.
-    published: asyncio.Future[None]
+    # Made only for such a caller (most requests are never joined).
+    published: asyncio.Future[None] | None = None
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
@@ -62,13 +64,17 @@ class Replies:
     async def joined(self, request_id: str) -> asyncio.Future[pb.CalculationResult]:
         """The request under way, once the broker has it (CalcError if it never will)."""
         entry = self._waiting[request_id]
-        await asyncio.shield(entry.published)
+        if not entry.confirmed:
+            if entry.published is None:
+                entry.published = asyncio.get_running_loop().create_future()
+                entry.published.add_done_callback(_mark_retrieved)
+            await asyncio.shield(entry.published)
         return entry.future
 
     def confirmed(self, request_id: str) -> None:
         entry = self._waiting.get(request_id)
-        if entry is not None and not entry.published.done():
-            entry.published.set_result(None)
+        if entry is not None:
+            _confirm(entry)
 
     def drop_result(self, request_id: str) -> None:
         """Forget a kept result (a transient failure that a retry should run again)."""
@@ -91,16 +97,16 @@ class Replies:
         loop = asyncio.get_running_loop()
         entry = self._waiting.get(request_id)
         if entry is None:
-            entry = _Waiting(loop.create_future(), keep, deadline, loop.create_future())
+            entry = _Waiting(loop.create_future(), keep, deadline)
             entry.future.add_done_callback(_mark_retrieved)
             self._waiting[request_id] = entry
         else:
             self._finish(entry)
             entry.keep = entry.keep or keep
             entry.deadline = max(entry.deadline, deadline)
-            if entry.published.done():
-                entry.published = loop.create_future()
-        entry.published.add_done_callback(_mark_retrieved)
+            entry.confirmed = False  # published again: joiners wait for this confirm
+            if entry.published is not None and entry.published.done():
+                entry.published = None
         entry.timer = loop.call_later(max(entry.deadline - time.time(), 0), self._expire, request_id, entry)
         if keep and self._store is not None:
             self._store.issued(request_id, entry.deadline)
@@ -126,9 +132,7 @@ class Replies:
         entry = self._waiting.pop(request_id, None)
         if entry is not None:
             self._finish(entry)
-            for future in (entry.future, entry.published):
-                if not future.done():
-                    future.set_exception(error)
+            _fail(entry, error)
             if entry.keep and self._store is not None:
                 self._store.discard(request_id)
 
@@ -140,8 +144,7 @@ class Replies:
         if entry is not None:
             self._finish(entry)
             entry.future.set_result(result)
-            if not entry.published.done():  # an answer proves the broker had it
-                entry.published.set_result(None)
+            _confirm(entry)  # an answer proves the broker had it
             if entry.keep:
                 self._keep(request_id, result)
             return True
@@ -155,10 +158,7 @@ class Replies:
     def _expire(self, request_id: str, entry: _Waiting) -> None:
         if self._waiting.get(request_id) is entry:
             del self._waiting[request_id]
-            error = CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline")
-            for future in (entry.future, entry.published):
-                if not future.done():
-                    future.set_exception(error)
+            _fail(entry, CalcError(grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline"))
 
     @staticmethod
     def _finish(entry: _Waiting) -> None:
@@ -183,6 +183,18 @@ class Replies:
             if expires > now:
                 break
             del self._results[request_id]
+
+
+def _confirm(entry: _Waiting) -> None:
+    entry.confirmed = True
+    if entry.published is not None and not entry.published.done():
+        entry.published.set_result(None)
+
+
+def _fail(entry: _Waiting, error: BaseException) -> None:
+    for future in (entry.future, entry.published):
+        if future is not None and not future.done():
+            future.set_exception(error)
 
 
 def _mark_retrieved(future: asyncio.Future[Any]) -> None:

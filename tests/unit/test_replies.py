@@ -297,3 +297,61 @@ def test_forget_cancels_the_deadline_timer():
         assert future.exception() is error
 
     asyncio.run(scenario())
+
+
+# -- joining a request under way -----------------------------------------------------------------
+
+
+def test_a_caller_joining_before_the_confirm_waits_for_it_then_shares_the_reply():
+    async def scenario() -> None:
+        replies = Replies(result_ttl=60)
+        future = replies.expect("r-1", later(), keep=False)
+        joining = asyncio.ensure_future(replies.joined("r-1"))
+        await asyncio.sleep(0.01)
+        assert not joining.done(), "no answer to a joiner before the broker has the request"
+        replies.confirmed("r-1")
+        assert await joining is future
+        replies.deliver(result("r-1", 7.0), from_submit=False)
+        assert (await future).result == 7.0
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_joining_after_the_confirm_does_not_wait():
+    async def scenario() -> None:
+        replies = Replies(result_ttl=60)
+        future = replies.expect("r-1", later(), keep=False)
+        replies.confirmed("r-1")
+        assert await asyncio.wait_for(replies.joined("r-1"), 0.5) is future
+
+    asyncio.run(scenario())
+
+
+def test_a_joiner_of_a_request_that_could_not_be_published_gets_the_error():
+    async def scenario() -> None:
+        replies = Replies(result_ttl=60)
+        replies.expect("r-1", later(), keep=False)
+        joining = asyncio.ensure_future(replies.joined("r-1"))
+        await asyncio.sleep(0.01)
+        error = CalcError(grpc.StatusCode.UNAVAILABLE, "broker unreachable")
+        replies.forget("r-1", error)
+        with pytest.raises(CalcError) as info:
+            await joining
+        assert info.value is error
+
+    asyncio.run(scenario())
+
+
+def test_a_submit_upgrading_a_confirmed_call_makes_joiners_wait_for_its_own_confirm():
+    async def scenario() -> None:
+        replies = Replies(result_ttl=60)
+        replies.expect("r-1", later(), keep=False)
+        replies.confirmed("r-1")
+        replies.expect("r-1", later(60), keep=True)  # published again, as a submit
+        joining = asyncio.ensure_future(replies.joined("r-1"))
+        await asyncio.sleep(0.01)
+        assert not joining.done()
+        replies.confirmed("r-1")
+        await asyncio.wait_for(joining, 0.5)
+
+    asyncio.run(scenario())
