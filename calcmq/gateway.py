@@ -131,7 +131,7 @@ class GatewayService(pb_grpc.GatewayServicer):
                     request = _with_id(request)
                     deadline = stream_deadline or time.time() + self.settings.request_timeout
                     unanswered += 1
-                    if not self._start_in_stream(request, deadline, answered):
+                    if not self._start_new("CalculateStream", request, deadline, answered):
                         task = asyncio.create_task(one(request, deadline))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
@@ -161,32 +161,43 @@ class GatewayService(pb_grpc.GatewayServicer):
             log.info("a stream's requests could not be read: %s", error)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a request in the stream could not be read")
 
-    def _start_in_stream(
-        self, request: pb.CalculationRequest, deadline: float, answered: Callable[[pb.CalculationResult], None]
+    def _start_new(
+        self, rpc: str, request: pb.CalculationRequest, deadline: float, give: Callable[[pb.CalculationResult], None]
     ) -> bool:
-        """Start a new request of a stream on callbacks, not a task of its own (most of
-        a stream's requests, a task costs more than the rest of their handling); False
-        for a request id known here, a repeat, which then takes `_answer`'s path."""
+        """Publish a new request and `give` its result (or error) from callbacks: no
+        coroutine waits on the confirm and the reply, and a stream's requests need no
+        task each. False for a request id known here (a repeat), which then takes
+        `_start`'s joining path."""
         request_id = request.request_id
         logs.request_id.set(request_id)
         if self.replies.kept(request_id) is not None or self.replies.result(request_id) is not None:
             return False
         started = time.perf_counter()
+        given = False
 
-        def give(result: pb.CalculationResult) -> None:
-            _count("CalculateStream", request, result, started)
-            answered(result)
+        def counted(result: pb.CalculationResult) -> None:
+            nonlocal given
+            if not given:
+                given = True
+                _count(rpc, request, result, started)
+                give(result)
 
         def finish(future: asyncio.Future[pb.CalculationResult]) -> None:
+            timer.cancel()
             error = _failure(future)
-            give(future.result() if error is None else _error_result(request_id, error))
+            counted(future.result() if error is None else _error_result(request_id, error))
+
+        def expire() -> None:
+            counted(codec.error_result(request_id, grpc.StatusCode.DEADLINE_EXCEEDED, "no result before the deadline"))
 
         try:
             arithmetic.check_request_id(request_id)
             future, confirm = self._publish(request, deadline, keep=False)
         except Exception as exc:
-            give(_error_result(request_id, exc))
+            counted(_error_result(request_id, exc))
             return True
+        # Its own deadline: a Submit of the same id may extend the reply's wait in Replies.
+        timer = asyncio.get_running_loop().call_later(max(deadline - time.time(), 0), expire)
         confirm.add_done_callback(functools.partial(self._on_confirm, request_id))
         future.add_done_callback(finish)
         return True
@@ -195,6 +206,9 @@ class GatewayService(pb_grpc.GatewayServicer):
 
     async def _answer(self, rpc: str, request: pb.CalculationRequest, deadline: float) -> pb.CalculationResult:
         """The request's result, or its error as a result; counted and timed."""
+        answer: asyncio.Future[pb.CalculationResult] = asyncio.get_running_loop().create_future()
+        if self._start_new(rpc, request, deadline, functools.partial(_settle, answer)):
+            return await answer  # a caller gone away cancels only this future
         started = time.perf_counter()
         try:
             future = await self._start(request, deadline, keep=False)
@@ -323,8 +337,13 @@ def _with_id(request: pb.CalculationRequest) -> pb.CalculationRequest:
 def _error_result(request_id: str, error: BaseException) -> pb.CalculationResult:
     if isinstance(error, CalcError):
         return codec.error_result(request_id, error.code, error.message)
-    log.error("failed a stream request: %r", error)  # every request in a stream gets an answer, even a bug's
+    log.error("failed a request: %r", error)  # every request gets an answer, even a bug's
     return codec.error_result(request_id, grpc.StatusCode.INTERNAL, "internal error")
+
+
+def _settle(answer: asyncio.Future[pb.CalculationResult], result: pb.CalculationResult) -> None:
+    if not answer.done():
+        answer.set_result(result)
 
 
 def _failure(future: asyncio.Future[Any]) -> BaseException | None:

@@ -220,6 +220,24 @@ def test_a_submit_of_an_id_under_way_as_a_calculate_gets_a_redeemable_ticket(bar
     assert gateway.GetResult(ticket, timeout=20).result == 42
 
 
+def test_a_submit_joining_a_calculate_does_not_stretch_the_calculates_own_time(bare: System) -> None:
+    """The call has no gRPC deadline: REQUEST_TIMEOUT is its time, whatever the Submit's."""
+    bare.extra_env["REQUEST_TIMEOUT"] = "1.5"
+    bare.add("dispatcher", "rabbitmq_worker.py")
+    bare.add("gateway", "api_gateway.py")
+    bare.wait_serving(bare.gateway_address)
+    gateway = stub(bare)
+    request = pb.CalculationRequest(operation=pb.SUM, num1=1, num2=2, request_id=f"stretch-{uuid.uuid4()}")
+    started = time.monotonic()
+    calculate = gateway.Calculate.future(request)  # no worker: nothing will answer it
+    time.sleep(0.3)
+    gateway.Submit(request, timeout=10)  # its result is kept for RESULT_TTL, far longer
+    with pytest.raises(grpc.RpcError) as info:
+        calculate.result(timeout=10)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 4
+
+
 def test_a_transient_failure_is_not_the_final_answer_for_its_id(bare: System) -> None:
     bare.add("dispatcher", "rabbitmq_worker.py")
     bare.add("worker1", "worker.py", WORKER_NAME="worker1", RETRY_DELAY="0.05", MAX_ATTEMPTS="2")
