@@ -11,8 +11,10 @@ addresses (a cluster): they are tried in turn, starting after the one that
 just failed.
 
 The client is pika's AsyncioConnection on the program's own event loop, next
-to grpc.aio, with what one loop turn writes sent in one piece (`_Connection`):
-a fraction of aio-pika's per-message work (bench/README.md). pika's callbacks
+to grpc.aio, with what one loop turn writes sent in one piece and the frames
+of the hot path (publish, delivery, confirm) read and written by
+calcmq.frames (`_Connection`): a fraction of aio-pika's per-message work, and
+less than pika's own (bench/README.md). pika's callbacks
 become futures here, and pika errors stop here: the rest of the code sees
 `BrokerUnavailable`.
 """
