@@ -221,15 +221,13 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]
 
     def _take_routed(self, buffer: bytes, offset: int) -> int:
         """Handle a routed frame (or a whole delivery) at `offset`; returns the bytes it took,
-        0 for a frame pika should have, -1 when it is incomplete."""
+        frames.OTHER (0) for a frame pika should have, frames.INCOMPLETE (-1) to wait for more."""
         route = self.route
         assert route is not None
-        frame = frames.frame_at(buffer, offset)
-        if frame is None:
-            return -1
-        kind, channel, start, after = frame
-        if kind != frames.FRAME_METHOD or channel != route.channel or buffer[after - 1] != frames.FRAME_END:
-            return 0
+        frame = frames.frame_at(buffer, offset, frames.FRAME_METHOD, route.channel)
+        if isinstance(frame, int):
+            return frame
+        start, after = frame
         method = frames.method_id(buffer, start)
         if method == frames.ACK or method == frames.NACK:
             tag, multiple = frames.decode_confirm(buffer, start)
@@ -237,12 +235,12 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]
             route.on_confirm(tag, multiple, method == frames.ACK)
             return after - offset
         if method != frames.DELIVER:
-            return 0
+            return frames.OTHER
         consumer_tag, delivery_tag, _redelivered = frames.decode_deliver(buffer, start)
         on_message = route.consumers.get(consumer_tag)
         if on_message is None:
-            return 0  # a consumer pika knows of and we do not (yet, or any more)
-        content = _content_at(buffer, after, channel)
+            return frames.OTHER  # a consumer pika knows of and we do not (yet, or any more)
+        content = _content_at(buffer, after, route.channel)
         if isinstance(content, int):
             return content
         properties, body, end, count = content
@@ -272,32 +270,28 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]
 
 def _content_at(buffer: bytes, offset: int, channel: int) -> tuple[BasicProperties, bytes, int, int] | int:
     """The content header and body frames of a delivery: (properties, body, end offset,
-    frames); -1 if incomplete, 0 for anything unusual, which pika then handles (and
+    frames); INCOMPLETE, or OTHER for anything unusual, which pika then handles (and
     refuses, or delivers without properties, as it sees fit)."""
-    frame = frames.frame_at(buffer, offset)
-    if frame is None:
-        return -1
-    kind, number, start, after = frame
-    if kind != frames.FRAME_HEADER or number != channel or buffer[after - 1] != frames.FRAME_END:
-        return 0
+    frame = frames.frame_at(buffer, offset, frames.FRAME_HEADER, channel)
+    if isinstance(frame, int):
+        return frame
+    start, after = frame
     try:
         size, properties = frames.decode_header(buffer, start, frames.decode_properties)
     except Exception:  # a value this module cannot read: pika's path decides
-        return 0
+        return frames.OTHER
     chunks = []
     got = 0
     while got < size:
-        frame = frames.frame_at(buffer, after)
-        if frame is None:
-            return -1
-        kind, number, start, end = frame
-        if kind != frames.FRAME_BODY or number != channel or buffer[end - 1] != frames.FRAME_END:
-            return 0
+        frame = frames.frame_at(buffer, after, frames.FRAME_BODY, channel)
+        if isinstance(frame, int):
+            return frame
+        start, end = frame
         chunks.append(buffer[start : end - 1])
         got += end - 1 - start
         after = end
     if got != size:
-        return 0
+        return frames.OTHER
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     return properties, body, after, 1 + len(chunks)
 

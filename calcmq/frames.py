@@ -140,17 +140,22 @@ def encode_table(table: dict[str, Any]) -> bytes:
 # -- decoding ---------------------------------------------------------------------
 
 
-def frame_at(buffer: bytes, offset: int) -> tuple[int, int, int, int] | None:
-    """(type, channel, payload start, next frame's offset) of the frame at `offset`; None if incomplete.
+INCOMPLETE = -1  # the frame is not all there yet
+OTHER = 0  # not the frame asked for (or a malformed one): pika's path decides
 
-    The frame-end octet is just before the next frame's offset; the caller checks it."""
+
+def frame_at(buffer: bytes, offset: int, kind: int, channel: int) -> tuple[int, int] | int:
+    """The payload start and the next frame's offset of the frame at `offset`, if it is
+    a complete frame of `kind` on `channel`; else INCOMPLETE or OTHER."""
     if len(buffer) - offset < 7:
-        return None
-    kind, channel, size = _frame_head.unpack_from(buffer, offset)
+        return INCOMPLETE
+    found_kind, found_channel, size = _frame_head.unpack_from(buffer, offset)
     end = offset + 7 + size
     if end >= len(buffer):
-        return None
-    return kind, channel, offset + 7, end + 1  # the caller checks the frame-end octet at end
+        return INCOMPLETE
+    if found_kind != kind or found_channel != channel or buffer[end] != FRAME_END:
+        return OTHER
+    return offset + 7, end + 1
 
 
 def method_id(buffer: bytes, start: int) -> int:

@@ -114,8 +114,12 @@ def test_deliver_and_confirms_decode_as_pika_encoded_them() -> None:
             consumer_tag="ctag1.abc", delivery_tag=2**40, redelivered=True, exchange="", routing_key="calc.tasks"
         ),
     ).marshal()
-    kind, channel, start, after = frames.frame_at(deliver, 0) or (0, 0, 0, 0)
-    assert (kind, channel, after) == (frames.FRAME_METHOD, 3, len(deliver))
+    assert frames.frame_at(deliver, 0, frames.FRAME_METHOD, 1) == frames.OTHER  # another channel's
+    assert frames.frame_at(deliver, 0, frames.FRAME_HEADER, 3) == frames.OTHER
+    found = frames.frame_at(deliver, 0, frames.FRAME_METHOD, 3)
+    assert not isinstance(found, int)
+    start, after = found
+    assert after == len(deliver)
     assert frames.method_id(deliver, start) == frames.DELIVER
     assert frames.decode_deliver(deliver, start) == ("ctag1.abc", 2**40, True)
 
@@ -124,7 +128,9 @@ def test_deliver_and_confirms_decode_as_pika_encoded_them() -> None:
         (Basic.Nack(delivery_tag=9), frames.NACK),
     ):
         confirm = pika.frame.Method(1, method).marshal()
-        _, _, start, _ = frames.frame_at(confirm, 0) or (0, 0, 0, 0)
+        found = frames.frame_at(confirm, 0, frames.FRAME_METHOD, 1)
+        assert not isinstance(found, int)
+        start, _ = found
         assert frames.method_id(confirm, start) == wanted
         assert frames.decode_confirm(confirm, start) == (method.delivery_tag, method.multiple)
 
@@ -132,8 +138,13 @@ def test_deliver_and_confirms_decode_as_pika_encoded_them() -> None:
 def test_a_frame_cut_short_is_incomplete_at_every_length() -> None:
     whole = pika.frame.Method(1, Basic.Ack(delivery_tag=1)).marshal()
     for cut in range(len(whole)):
-        assert frames.frame_at(whole[:cut], 0) is None
-    assert frames.frame_at(whole, 0) is not None
+        assert frames.frame_at(whole[:cut], 0, frames.FRAME_METHOD, 1) == frames.INCOMPLETE
+    assert frames.frame_at(whole, 0, frames.FRAME_METHOD, 1) == (7, len(whole))
+
+
+def test_a_frame_with_a_bad_end_octet_is_left_to_pika() -> None:
+    broken = pika.frame.Method(1, Basic.Ack(delivery_tag=1)).marshal()[:-1] + b"\x00"
+    assert frames.frame_at(broken, 0, frames.FRAME_METHOD, 1) == frames.OTHER
 
 
 def test_a_table_that_overruns_its_size_is_a_frame_error() -> None:
