@@ -6,7 +6,13 @@ import grpc
 import pytest
 
 from calcmq.proto import calculator_pb2_grpc as pb_grpc
-from tests.support import System, private_vhost
+from tests.support import System, finish_deleting_vhosts, private_vhost
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vhosts_deleted() -> Iterator[None]:
+    yield
+    finish_deleting_vhosts()
 
 
 @pytest.fixture
