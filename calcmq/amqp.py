@@ -364,6 +364,7 @@ class Session:
             await asyncio.wait_for(asyncio.shield(self.closed), CONNECT_TIMEOUT)
 
     def _drop(self, reason: str) -> None:
+        self._consumers.clear()  # what still arrives goes to pika, which refuses it on a closing channel
         connection = self._connection
         if connection is not None and not (connection.is_closing or connection.is_closed):
             log.debug("closing the broker connection: %s", reason)
@@ -375,6 +376,7 @@ class Session:
         """The channel or connection is gone: fail whatever waits on it."""
         if self.closed.done():
             return
+        self._consumers.clear()
         error = _closed_error(exc)
         self.closed.set_result(error)
         for future in self._calls:
@@ -596,9 +598,16 @@ class Broker:
         """Publish and wait for the broker's confirm; `BrokerUnavailable` if it cannot be had."""
         await self.publish_nowait(message, routing_key, timeout)
 
-    def publish_nowait(self, message: Message, routing_key: str, timeout: float) -> asyncio.Future[None]:
-        """Publish; the future resolves on the broker's confirm, or fails with `BrokerUnavailable`."""
-        session = self._session
+    def publish_nowait(
+        self, message: Message, routing_key: str, timeout: float, session: Session | None = None
+    ) -> asyncio.Future[None]:
+        """Publish on `session` (by default the current one); the future resolves on the
+        broker's confirm, or fails with `BrokerUnavailable`.
+
+        A consumer forwarding a delivery names the delivery's session: deliveries
+        can arrive before `on_ready` returns and the session becomes current, and
+        the forward's confirm and the delivery's ack then share a connection."""
+        session = session or self._session
         if session is None or not session.is_open:
             unavailable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             unavailable.set_exception(BrokerUnavailable("broker unreachable"))

@@ -59,7 +59,9 @@ class Dispatcher:
             log.info("dropped: deadline passed before dispatch")
             message.ack()
             return
-        confirm = self.broker.publish_nowait(codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT)
+        confirm = self.broker.publish_nowait(
+            codec.forward(envelope), topology.TASKS, PUBLISH_TIMEOUT, session=message.session
+        )
         self.consumer.ack_when_confirmed(message, confirm, _FORWARDED.inc)
         log.debug("forwarding to %s", topology.TASKS)
 

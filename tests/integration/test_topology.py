@@ -104,6 +104,40 @@ def test_the_dispatcher_forwards_a_valid_request_with_its_properties(vhost_url: 
         system.stop()
 
 
+async def _backlog(url: str, count: int) -> None:
+    session = await _session(url)
+    try:
+        await topology.declare(session)
+        deadline = time.time() + 60
+        messages = [
+            codec.request_message(
+                pb.CalculationRequest(operation=pb.SUM, num1=i, num2=1, request_id=f"backlog-{i}"),
+                reply_to="calc.replies.t",
+                deadline=deadline,
+                kind="call",
+            )
+            for i in range(count)
+        ]
+        await asyncio.gather(*(session.publish(m, topology.REQUESTS, timeout=10) for m in messages))
+    finally:
+        await session.close()
+
+
+def test_a_dispatcher_starting_on_a_backlog_forwards_it_without_bouncing_any(vhost_url: str, tmp_path: Path) -> None:
+    """The backlog arrives with the consumer's confirmation, before the session is fully set up."""
+    asyncio.run(_backlog(vhost_url, 300))
+    system = System(vhost_url, tmp_path, workers=0)
+    system.add("dispatcher", "rabbitmq_worker.py")
+    try:
+        wait_until(lambda: queue_depth(vhost_url, topology.TASKS) == 300, 20, "the forwarded backlog")
+        assert "goes back to" not in system.processes["dispatcher"].log()
+        tasks = take_all(vhost_url, topology.TASKS)
+        assert sorted(str(t.correlation_id) for t in tasks) == sorted(f"backlog-{i}" for i in range(300))
+        assert not any(t.headers.get("x-delivery-count") for t in tasks)
+    finally:
+        system.stop()
+
+
 def test_the_dispatcher_drops_an_expired_request(vhost_url: str, tmp_path: Path) -> None:
     system = System(vhost_url, tmp_path, workers=0)
     system.add("dispatcher", "rabbitmq_worker.py")
