@@ -125,14 +125,14 @@ async def _backlog(url: str, count: int) -> None:
 
 def test_a_dispatcher_starting_on_a_backlog_forwards_it_without_bouncing_any(vhost_url: str, tmp_path: Path) -> None:
     """The backlog arrives with the consumer's confirmation, before the session is fully set up."""
-    asyncio.run(_backlog(vhost_url, 300))
+    asyncio.run(_backlog(vhost_url, 120))
     system = System(vhost_url, tmp_path, workers=0)
     system.add("dispatcher", "rabbitmq_worker.py")
     try:
-        wait_until(lambda: queue_depth(vhost_url, topology.TASKS) == 300, 20, "the forwarded backlog")
+        wait_until(lambda: queue_depth(vhost_url, topology.TASKS) == 120, 20, "the forwarded backlog")
         assert "goes back to" not in system.processes["dispatcher"].log()
         tasks = take_all(vhost_url, topology.TASKS)
-        assert sorted(str(t.correlation_id) for t in tasks) == sorted(f"backlog-{i}" for i in range(300))
+        assert sorted(str(t.correlation_id) for t in tasks) == sorted(f"backlog-{i}" for i in range(120))
         assert not any(t.headers.get("x-delivery-count") for t in tasks)
     finally:
         system.stop()
