@@ -26,7 +26,6 @@ FRAME_HEADER = 2
 FRAME_BODY = 3
 FRAME_END = 0xCE
 _END = b"\xce"
-FRAME_OVERHEAD = 8  # type, channel, size before the payload; the end octet after
 
 _BASIC = 60
 DELIVER = (_BASIC << 16) | 60
